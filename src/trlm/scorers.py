@@ -1,0 +1,214 @@
+"""Scorers: score(query, responses) -> list[float], higher is better. Thin compositions over the engine.
+
+TRLM scorers read **backwards** (the query given the response), with the paper's Table 7 prompts:
+
+==================  =====================================  ===================================
+scorer              model direction                        score
+==================  =====================================  ===================================
+``trlm-ba``         reverse-order model                    log P_Ba(Rev(SP+Q) | Rev(CP+A))
+``trlm-fo``         forward model, plain text              log P_Fo(SP+Q | A+CP)
+``trlm-fo-chat``    forward chat model                     log P_Fo(Q | chat[user: A + "which question?"])
+``trlm-foba-rev``   both-orders model, reverse             as trlm-ba
+``trlm-foba-fwd``   both-orders model, forward             as trlm-fo
+``forward-mean``    forward (chat template for rerank)     mean log P(A | Q)   (baseline)
+``forward-sum``     forward                                sum log P(A | Q)    (baseline)
+``self``            the generator                          its own mean log P(A | Q)
+``length``          —                                      number of characters of A
+``random``          —                                      seeded uniform noise
+==================  =====================================  ===================================
+
+Joins: the paper concatenates prompt pieces literally (``{A}is the answer to{Q}``), which suits its
+SentencePiece tokenizer. With BPE tokenizers trlm inserts **one space** at a join where neither side has
+whitespace and the right side does not start with punctuation, for every variant and baseline alike. For the
+Ba best-of-N prompt a trailing ``?`` of Q is dropped so that ``Q? Answer:`` does not read ``Q?? Answer:``.
+"""
+
+from __future__ import annotations
+
+import functools
+import random as _random
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+from trlm.engine import Engine, Request
+
+Task = Literal["rerank", "retrieval", "citation"]
+TASKS: tuple[str, ...] = ("rerank", "retrieval", "citation")
+
+# (SP, CP) from Table 7 of the paper, per family and task.
+PROMPTS: dict[tuple[str, str], tuple[str, str]] = {
+    ("ba", "rerank"): ("Question: ", "? Answer:"),
+    ("ba", "citation"): ("", "is summarized by"),
+    ("ba", "retrieval"): ("", "is answered by"),
+    ("fo", "rerank"): ("is the answer to", ""),
+    ("fo", "citation"): ("", " is a summary of "),
+    ("fo", "retrieval"): ("", "has an answer to"),
+}
+# Chat-form TRLM-Fo: the response goes in the user turn with an instruction to name the question.
+CHAT_INSTRUCTION = {
+    "rerank": "Here is a response:\n\n{A}\n\nWrite the question or instruction that this response answers.",
+    "retrieval": "Here is a passage:\n\n{A}\n\nWrite a search query that this passage answers.",
+    "citation": "Here is a sentence from an article:\n\n{A}\n\nWrite a one-sentence summary of it.",
+}
+
+SCORERS: tuple[str, ...] = ("trlm-ba", "trlm-fo", "trlm-fo-chat", "trlm-foba-rev", "trlm-foba-fwd",
+                            "forward-mean", "forward-sum", "self", "length", "random")
+DEFAULT_MODELS = {"trlm-ba": "trlm-ba-smol", "trlm-foba-rev": "trlm-foba-smol", "trlm-foba-fwd": "trlm-foba-smol"}
+FORWARD_DEFAULT = "smollm2-135m-instruct"
+PUNCT = ".,;:!?)]}'\""
+
+
+def join(left: str, right: str) -> str:
+    """Concatenate with one space where neither side has whitespace and ``right`` is not punctuation."""
+    if not left or not right or left[-1].isspace() or right[0].isspace() or right[0] in PUNCT:
+        return left + right
+    return left + " " + right
+
+
+def _split_join(left: str, right: str) -> tuple[str, str]:
+    """(left, right) such that left + right == join(left, right)."""
+    return left, join(left, right)[len(left):]
+
+
+@functools.lru_cache(maxsize=4)
+def get_engine(model: str, device: str | None = None, dtype: str | None = "auto") -> Engine:
+    """Engines are shared between scorers in one process (one copy of each model in memory)."""
+    return Engine.load(model, device=device, dtype=dtype)
+
+
+class Scorer:
+    """Base class: ``score_many`` is the batched primitive; ``score`` scores one query's responses.
+
+    Subclasses have a ``name`` attribute (the scorer's name in :data:`SCORERS`).
+    """
+
+    def score(self, query: str, responses: Sequence[str]) -> list[float]:
+        return self.score_many([(query, responses)])[0]
+
+    def score_many(self, items: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
+        raise NotImplementedError
+
+
+@dataclass
+class LikelihoodScorer(Scorer):
+    """Builds one engine request per (query, response) and reduces its log-likelihood by sum or mean."""
+
+    name: str
+    engine: Engine
+    direction: str
+    build: Callable[[str, str], Request]
+    reduce: Literal["sum", "mean"] = "sum"
+    max_response_tokens: int | None = 512
+
+    def __post_init__(self):
+        self.engine.resolve_direction(self.direction)  # refuses a model of the wrong token order, now
+
+    def score_many(self, items, progress=False):
+        reqs, shape = [], []
+        for query, responses in items:
+            if not responses:
+                raise ValueError("a query needs at least one response to score")
+            shape.append(len(responses))
+            for r in responses:
+                if self.max_response_tokens:
+                    r = self.engine.truncate(r, self.max_response_tokens)
+                reqs.append(self.build(query, r))
+        lls = self.engine.loglikelihood(reqs, direction=self.direction, truncate="context", progress=progress)
+        vals = [ll.logprob if self.reduce == "sum" else ll.mean for ll in lls]
+        out, i = [], 0
+        for n in shape:
+            out.append(vals[i:i + n])
+            i += n
+        return out
+
+
+@dataclass
+class LengthScorer(Scorer):
+    name: str = "length"
+
+    def score_many(self, items, progress=False):
+        return [[float(len(r)) for r in responses] for _, responses in items]
+
+
+@dataclass
+class RandomScorer(Scorer):
+    name: str = "random"
+    seed: int = 0
+    _rng: _random.Random = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._rng = _random.Random(self.seed)
+
+    def score_many(self, items, progress=False):
+        return [[self._rng.random() for _ in responses] for _, responses in items]
+
+
+def _backward_builder(family: str, task: str, sp: str, cp: str) -> Callable[[str, str], Request]:
+    """Request for log P(SP+Q | ...A...) in forward reading order (the engine reverses for Ba)."""
+    if family == "fo":
+        def build(q: str, a: str) -> Request:
+            ctx = join(a, cp)
+            ctx, cont = _split_join(ctx, join(sp, q))
+            return Request(ctx, cont)
+    else:
+        def build(q: str, a: str) -> Request:
+            if task == "rerank" and cp.startswith("?"):
+                q = q.rstrip().rstrip("?")
+            cont = join(sp, q)
+            cont, ctx = _split_join(cont, join(cp, a))
+            return Request(ctx, cont)
+    return build
+
+
+def _forward_builder(engine: Engine, task: str) -> Callable[[str, str], Request]:
+    """log P(A | Q): the chat template around Q for re-ranking; plain text otherwise."""
+    if task == "rerank" and getattr(engine.tokenizer, "chat_template", None):
+        return lambda q, a: Request(engine.chat_prompt(q), a)
+    return lambda q, a: Request(*_split_join(q, a))
+
+
+def _chat_builder(engine: Engine, task: str) -> Callable[[str, str], Request]:
+    template = CHAT_INSTRUCTION[task]
+    return lambda q, a: Request(engine.chat_prompt(template.replace("{A}", a)), q)
+
+
+def make_scorer(
+    name: str,
+    engine: Engine | None = None,
+    *,
+    model: str | None = None,
+    task: Task = "rerank",
+    sp: str | None = None,
+    cp: str | None = None,
+    max_response_tokens: int | None = 512,
+    seed: int = 0,
+) -> Scorer:
+    """Build a scorer by name (see :data:`SCORERS`).
+
+    Args:
+        engine: an engine to score with; else ``model`` (or the scorer's default model) is loaded once.
+        task: selects Table 7's prompts: ``rerank`` (best-of-N), ``retrieval`` or ``citation``.
+        sp, cp: override the scoring / conditioning prompt of TRLM scorers.
+        max_response_tokens: responses are cut to this many tokens (keeping their start) before scoring.
+    """
+    if name not in SCORERS:
+        raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if name == "length":
+        return LengthScorer()
+    if name == "random":
+        return RandomScorer(seed=seed)
+    engine = engine or get_engine(model or DEFAULT_MODELS.get(name, FORWARD_DEFAULT))
+    if name in ("forward-mean", "forward-sum", "self"):
+        return LikelihoodScorer(name, engine, "forward", _forward_builder(engine, task),
+                                reduce="sum" if name == "forward-sum" else "mean",
+                                max_response_tokens=max_response_tokens)
+    if name == "trlm-fo-chat":
+        return LikelihoodScorer(name, engine, "forward", _chat_builder(engine, task),
+                                max_response_tokens=max_response_tokens)
+    family = "ba" if name in ("trlm-ba", "trlm-foba-rev") else "fo"
+    d_sp, d_cp = PROMPTS[(family, task)]
+    build = _backward_builder(family, task, d_sp if sp is None else sp, d_cp if cp is None else cp)
+    return LikelihoodScorer(name, engine, "reverse" if family == "ba" else "forward", build,
+                            max_response_tokens=max_response_tokens)
