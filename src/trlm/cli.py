@@ -27,7 +27,7 @@ app = typer.Typer(help="Time-reversed language models: scoring, generation, re-r
 bench = typer.Typer(help="Benchmarks: each writes DIR/results.json and DIR/report.md.", no_args_is_help=True)
 app.add_typer(bench, name="bench")
 
-AREA_MODULES = ("trlm.cli_train", "trlm.cli_retrieve", "trlm.cli_guard")
+AREA_MODULES = ("trlm.cli_rerank",)
 
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded name, shipped trlm model, HF dir, .gguf or hub id.")
 DeviceOpt = typer.Option(None, help="cuda, mps or cpu (default: auto-detect).")
@@ -128,13 +128,16 @@ def bench_throughput_cmd(
     typer.echo(f"speedup_vs_naive={r['speedup_vs_naive']:.2f} fraction_of_peak={r['fraction_of_peak']:.2f}")
 
 
-def main() -> None:
+def _register_areas() -> None:
+    """Area modules add their commands to ``app`` and ``bench`` (one module per area, one function per command)."""
     for mod in AREA_MODULES:
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod).register(app, bench)
-    from trlm import cli_rerank  # re-ranking, best-of-n and their benchmarks
+        importlib.import_module(mod).register(app, bench)
 
-    cli_rerank.register(app, bench)
+
+_register_areas()
+
+
+def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
 

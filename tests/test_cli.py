@@ -1,0 +1,126 @@
+"""The CLI in-process (typer's CliRunner) and the data-parallel path under torchrun (2 CPU processes, gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trlm.cli import app
+runner = CliRunner()
+
+PAIRS = [
+    {"context": "The capital of France is", "continuation": " Paris"},
+    {"context": "The capital of France is", "continuation": " London"},
+    {"context": "Water boils at 100 degrees", "continuation": " Celsius."},
+    {"context": "One, two, three,", "continuation": " four, five"},
+    {"context": "", "continuation": "Hello world"},
+]
+
+
+def _write(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_score_command_on_embedded_model(tmp_path, smol):
+    src = _write(tmp_path / "pairs.jsonl", PAIRS)
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["score", str(src), "--out", str(out), "--dtype", "float32", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["continuation"] for r in rows] == [p["continuation"] for p in PAIRS]
+    from trlm.engine import Request
+
+    want = smol.loglikelihood([Request(p["context"], p["continuation"]) for p in PAIRS])
+    for r, w in zip(rows, want):
+        assert r["logprob"] == pytest.approx(w.logprob, abs=1e-3) and r["num_tokens"] == w.num_tokens
+
+
+def test_score_command_on_reverse_checkpoint(tmp_path, tiny_reverse_dir):
+    src = _write(tmp_path / "pairs.jsonl", PAIRS[:2])
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["score", str(src), "--out", str(out), "--model", str(tiny_reverse_dir),
+                              "--dtype", "float32", "--tokens"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(len(r["token_logprobs"]) == r["num_tokens"] for r in rows)
+    res = runner.invoke(app, ["score", str(src), "--out", str(out), "--model", str(tiny_reverse_dir),
+                              "--direction", "forward"])
+    assert res.exit_code != 0 and "token order 'reverse'" in str(res.exception)
+
+
+def test_malformed_jsonl_names_the_line_and_writes_nothing(tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text(json.dumps(PAIRS[0]) + "\n" + '{"context": "x", "continuation": \n')
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["score", str(src), "--out", str(out)])
+    assert res.exit_code != 0
+    assert f"{src}:2: not valid JSON" in str(res.exception)
+    assert not out.exists()
+    src.write_text(json.dumps({"context": "x"}) + "\n")
+    res = runner.invoke(app, ["score", str(src), "--out", str(out)])
+    assert "bad.jsonl:1: missing field 'continuation'" in str(res.exception)
+    assert not out.exists()
+
+
+def test_empty_continuation_writes_no_partial_output(tmp_path):
+    src = _write(tmp_path / "pairs.jsonl", [PAIRS[0], {"context": "x", "continuation": ""}])
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["score", str(src), "--out", str(out), "--dtype", "float32"])
+    assert res.exit_code != 0 and "request 1: continuation is empty" in str(res.exception)
+    assert not out.exists() and not list(tmp_path.glob(".out.jsonl*"))
+
+
+def test_rerank_command_puts_the_matching_answer_first(tmp_path):
+    src = Path(__file__).parent.parent / "examples" / "rerank_demo.jsonl"
+    out = tmp_path / "ranked.jsonl"
+    res = runner.invoke(app, ["rerank", str(src), "--out", str(out), "--scorer", "trlm-fo", "--table"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    # each demo row has exactly one candidate that answers the query: index 1, 1, 0
+    assert [r["ranking"][0] for r in rows] == [1, 1, 0]
+    assert "rank" in res.output
+
+
+def test_help_lists_key_commands_and_flags():
+    res = runner.invoke(app, ["--help"])
+    for cmd in ("score", "generate", "rerank", "best-of-n", "models", "bench"):
+        assert cmd in res.output
+    res = runner.invoke(app, ["score", "--help"])
+    assert "--direction" in res.output and "--truncate" in res.output
+
+
+def test_generate_command_is_reproducible(tmp_path):
+    src = _write(tmp_path / "p.jsonl", [{"prompt": "Name a color."}])
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"g{k}.jsonl"
+        res = runner.invoke(app, ["generate", str(src), "--out", str(out), "--chat", "--n", "2",
+                                  "--max-new-tokens", "8", "--temperature", "0.8", "--seed", "5", "--dtype", "float32"])
+        assert res.exit_code == 0, res.output
+        outs.append(json.loads(out.read_text())["generations"])
+    assert outs[0] == outs[1] and len(outs[0]) == 2
+
+
+@pytest.mark.slow
+def test_data_parallel_score_matches_single_process(tmp_path):
+    src = _write(tmp_path / "pairs.jsonl", PAIRS)
+    single, multi = tmp_path / "single.jsonl", tmp_path / "multi.jsonl"
+    res = runner.invoke(app, ["score", str(src), "--out", str(single), "--dtype", "float32", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "trlm.cli", "score", str(src), "--out", str(multi), "--dtype", "float32", "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = [json.loads(x) for x in single.read_text().splitlines()]
+    b = [json.loads(x) for x in multi.read_text().splitlines()]
+    assert [r["continuation"] for r in b] == [r["continuation"] for r in a]  # input order restored
+    for x, y in zip(a, b):
+        assert y["logprob"] == pytest.approx(x["logprob"], abs=1e-3)
