@@ -27,7 +27,7 @@ app = typer.Typer(help="Time-reversed language models: scoring, generation, re-r
 bench = typer.Typer(help="Benchmarks: each writes DIR/results.json and DIR/report.md.", no_args_is_help=True)
 app.add_typer(bench, name="bench")
 
-AREA_MODULES = ("trlm.cli_rerank",)
+AREA_MODULES = ("trlm.cli_rerank", "trlm.cli_train", "trlm.cli_retrieve", "trlm.cli_guard")
 
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded name, shipped trlm model, HF dir, .gguf or hub id.")
 DeviceOpt = typer.Option(None, help="cuda, mps or cpu (default: auto-detect).")

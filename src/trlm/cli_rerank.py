@@ -103,14 +103,16 @@ def bench_rerank_cmd(
     data: Optional[Path] = typer.Option(None, help="judged_candidates.jsonl (default ../shared/data/alpaca_eval/...)."),
     reference: Optional[Path] = typer.Option(None, help="Eval set with reference answers (default beside --data)."),
     limit: Optional[int] = typer.Option(None, help="First N instructions by instruction_id."),
+    heldout: bool = typer.Option(False, help="Only instruction_id % 5 == 3 (held out of trlm-ba-smol's training)."),
     max_response_tokens: int = typer.Option(512, help="Cut each candidate to this many tokens."),
 ):
     """Best-of-N re-ranking on AlpacaEval candidates with GPT-4-turbo verdicts: win rate, LC win rate, pair agreement."""
-    from trlm.alpaca import run_rerank_bench
+    from trlm.bench_rerank import run_rerank_bench
     from trlm.io import default_data_dir
 
     data = data or default_data_dir() / "alpaca_eval" / "judged_candidates.jsonl"
     reference = reference or Path(data).parent / "eval_set_with_reference_gpt4_1106_preview.json"
     names = [s.strip() for s in scorers.split(",") if s.strip()]
-    run_rerank_bench(Path(data), Path(reference), names, model, limit, out, max_response_tokens=max_response_tokens)
+    run_rerank_bench(Path(data), Path(reference), names, model, limit, out, max_response_tokens=max_response_tokens,
+                     heldout=heldout)
     typer.echo((out / "report.md").read_text())

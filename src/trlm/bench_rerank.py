@@ -1,0 +1,399 @@
+"""Best-of-N reranking benchmark on real AlpacaEval 2.0 judge verdicts.
+
+For each instruction a scorer picks one of the judged candidates (24 models' outputs); the pick is worth the
+judge's ``win_vs_reference``. Metrics per scorer: win rate with a bootstrap 95 % CI, the length-controlled win
+rate (:mod:`trlm.alpaca`), pair agreement with the judge (all pairs, and pairs whose lengths differ by < 25 %),
+the same inside each model family, and breakdowns by AlpacaEval subset and by length.
+
+Rows always present: ``random`` (the expectation of a uniform pick; its pair agreement comes from one seeded
+draw), ``oracle`` (the judge's best candidate) and ``length`` (the longest response).
+
+    from trlm.bench_rerank import run_rerank_bench
+    run_rerank_bench(data, reference, ["trlm-fo", "forward-mean"], None, 40, Path("runs/rerank_smoke"))
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from trlm import alpaca as A
+from trlm.io import InputError, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+ALWAYS = ("random", "oracle", "length")
+MODEL_FREE = ("random", "oracle", "length")
+SIMILAR_LENGTH = 0.25  # pairs whose lengths differ by less than this fraction of the longer one
+LEN_DIFF_BUCKETS = ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 1.01))
+INSTRUCTION_LENGTH_BUCKETS = ((0, 600), (600, 1200), (1200, 10**9))  # median candidate length, chars (~terciles)
+CHUNK = 8  # instructions scored per engine call; the score cache is written after each
+
+
+@functools.lru_cache(maxsize=2)
+def _difficulty(data: str, reference: str, stamp: tuple) -> dict[int, float]:
+    return A.fit_instruction_difficulty(A.load_judged(data, reference))
+
+
+def instruction_difficulty(data: Path, reference: Path) -> dict[int, float]:
+    """γ per instruction fitted on every instruction of ``data`` (memoised per file version in this process)."""
+    st = Path(data).stat()
+    return _difficulty(str(data), str(reference), (st.st_mtime_ns, st.st_size))
+
+
+# ------------------------------------------------------------------------------------------------ scores
+
+def _cache_config(name: str, model: str | None, max_response_tokens: int, sp: str | None, cp: str | None) -> dict:
+    if name in MODEL_FREE:
+        return {"scorer": name}
+    return {"scorer": name, "model": model, "max_response_tokens": max_response_tokens, "sp": sp, "cp": cp}
+
+
+def _load_cache(path: Path, config: dict) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    try:
+        blob = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: unreadable score cache ({e.msg}); delete it to rescore") from None
+    if blob.get("config") != config:
+        raise InputError(f"{path} holds scores made with {blob.get('config')}, not {config}; "
+                         "use another --out directory or delete the file to rescore")
+    return blob["scores"]
+
+
+def get_scores(name: str, instructions: Sequence[A.Instruction], out: Path, *, model: str | None,
+               max_response_tokens: int, sp: str | None = None, cp: str | None = None,
+               progress: bool = True) -> list[list[float]]:
+    """Scores of every candidate, resumed from and saved to ``out/scores_<name>.json`` (written per chunk)."""
+    if name == "oracle":
+        return [list(ins.wins) for ins in instructions]
+    if name in ("length", "random"):
+        from trlm.scorers import make_scorer
+
+        items = [(ins.instruction, [c.output for c in ins.candidates]) for ins in instructions]
+        return make_scorer(name).score_many(items)
+    from tqdm.auto import tqdm
+
+    from trlm.scorers import make_scorer
+
+    config = _cache_config(name, model, max_response_tokens, sp, cp)
+    path = out / f"scores_{name}.json"
+    cache = _load_cache(path, config)
+
+    def cached(ins: A.Instruction) -> bool:
+        hit = cache.get(str(ins.instruction_id))
+        return hit is not None and hit["generators"] == [c.generator for c in ins.candidates]
+
+    todo = [ins for ins in instructions if not cached(ins)]
+    if todo:
+        scorer = make_scorer(name, model=model, task="rerank", sp=sp, cp=cp, max_response_tokens=max_response_tokens)
+        bar = tqdm(total=len(todo), desc=f"scoring {name}", unit="instr", disable=not progress)
+        for i in range(0, len(todo), CHUNK):
+            chunk = todo[i:i + CHUNK]
+            scores = scorer.score_many([(ins.instruction, [c.output for c in ins.candidates]) for ins in chunk])
+            for ins, s in zip(chunk, scores):
+                cache[str(ins.instruction_id)] = {"generators": [c.generator for c in ins.candidates],
+                                                  "scores": [float(x) for x in s]}
+            write_json(path, {"config": config, "scores": cache})
+            bar.update(len(chunk))
+        bar.close()
+    return [cache[str(ins.instruction_id)]["scores"] for ins in instructions]
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _rel_len_diff(lengths: np.ndarray) -> np.ndarray:
+    iu = np.triu_indices(len(lengths), k=1)
+    longer = np.maximum(lengths[:, None], lengths[None, :])[iu]
+    return np.abs(lengths[:, None] - lengths[None, :])[iu] / np.maximum(longer, 1)
+
+
+def _pair_bucket_agreement(scores, instructions, lo: float, hi: float) -> tuple[float, int]:
+    """Pair agreement over pairs whose relative length difference lies in [lo, hi)."""
+    agree, n = 0.0, 0
+    for s, ins in zip(scores, instructions):
+        s = np.asarray(s, dtype=float)
+        iu = np.triu_indices(len(s), k=1)
+        ds = np.sign(s[:, None] - s[None, :])[iu]
+        dj = np.sign(ins.wins[:, None] - ins.wins[None, :])[iu]
+        rel = _rel_len_diff(ins.lengths.astype(float))
+        keep = (dj != 0) & (rel >= lo) & (rel < hi)
+        agree += (ds[keep] == dj[keep]).sum() + 0.5 * (ds[keep] == 0).sum()
+        n += int(keep.sum())
+    return (agree / n if n else math.nan), n
+
+
+def _restrict(instructions, scores, members: set[str]):
+    """Instructions and scores restricted to candidates from ``members`` (instructions with < 2 dropped)."""
+    out_i, out_s = [], []
+    for ins, s in zip(instructions, scores):
+        keep = [k for k, c in enumerate(ins.candidates) if c.generator in members]
+        if len(keep) >= 2:
+            out_i.append(A.Instruction(ins.instruction_id, ins.dataset, ins.instruction, ins.reference,
+                                       tuple(ins.candidates[k] for k in keep)))
+            out_s.append([s[k] for k in keep])
+    return out_i, out_s
+
+
+def _pick_values(name: str, instructions, scores) -> tuple[np.ndarray, np.ndarray]:
+    """(value of each instruction's pick, its length); ``random`` takes the expectation over candidates."""
+    if name == "random":
+        return (np.array([ins.wins.mean() for ins in instructions]),
+                np.array([ins.lengths.mean() for ins in instructions]))
+    picks = [A.pick_best(s) for s in scores]
+    return (np.array([ins.candidates[k].win for ins, k in zip(instructions, picks)]),
+            np.array([len(ins.candidates[k].output) for ins, k in zip(instructions, picks)]))
+
+
+def scorer_metrics(name: str, instructions: Sequence[A.Instruction], scores: Sequence[Sequence[float]],
+                   difficulty: dict[int, float]) -> tuple[dict, dict]:
+    """(the results.json row, details: LC fit, families, subsets, length buckets) for one scorer's scores."""
+    values, pick_len = _pick_values(name, instructions, scores)
+    lc = (A.lc_win_rate_uniform(instructions, difficulty) if name == "random"
+          else A.lc_win_rate(instructions, [A.pick_best(s) for s in scores], difficulty))
+    items = [(s, ins.wins, ins.lengths) for s, ins in zip(scores, instructions)]
+    pa, n_pairs = A.pair_agreement(items)
+    pa_sim, n_sim = A.pair_agreement(items, max_rel_len_diff=SIMILAR_LENGTH)
+
+    families = {}
+    for fam, members in A.FAMILIES.items():
+        f_ins, f_scores = _restrict(instructions, scores, set(members))
+        if not f_ins:
+            continue
+        f_vals, _ = _pick_values(name, f_ins, f_scores)
+        f_pa, f_n = A.pair_agreement([(s, i.wins, i.lengths) for s, i in zip(f_scores, f_ins)])
+        families[fam] = {"win_rate": float(f_vals.mean()), "pair_agreement": _nan_to_none(f_pa), "n_pairs": f_n,
+                         "n_candidates": len(members), "n_instructions": len(f_ins)}
+    fam_pa = [f["pair_agreement"] for f in families.values() if f["pair_agreement"] is not None]
+
+    lo, hi = A.bootstrap_ci(values)
+    row = {
+        "win_rate": float(values.mean()),
+        "ci95": [lo, hi],
+        "lc_win_rate": lc.lc_win_rate,
+        "pair_agreement": _nan_to_none(pa),
+        "pair_agreement_similar_length": _nan_to_none(pa_sim),
+        "family": {"win_rate": float(np.mean([f["win_rate"] for f in families.values()])) if families else None,
+                   "pair_agreement": float(np.mean(fam_pa)) if fam_pa else None},
+        "n_instructions": len(instructions),
+    }
+
+    subsets = {}
+    for ds in sorted({ins.dataset for ins in instructions}):
+        idx = [k for k, ins in enumerate(instructions) if ins.dataset == ds]
+        s_pa, s_n = A.pair_agreement([items[k] for k in idx])
+        subsets[ds] = {"win_rate": float(values[idx].mean()), "pair_agreement": _nan_to_none(s_pa),
+                       "n_instructions": len(idx)}
+    by_len = {}
+    med = np.array([np.median(ins.lengths) for ins in instructions])
+    for blo, bhi in INSTRUCTION_LENGTH_BUCKETS:
+        idx = np.flatnonzero((med >= blo) & (med < bhi))
+        if len(idx):
+            b_pa, _ = A.pair_agreement([items[k] for k in idx])
+            by_len[f"{blo}-{bhi if bhi < 10**9 else ''}"] = {
+                "win_rate": float(values[idx].mean()), "pair_agreement": _nan_to_none(b_pa),
+                "n_instructions": len(idx)}
+    buckets = {}
+    for blo, bhi in LEN_DIFF_BUCKETS:
+        b_pa, b_n = _pair_bucket_agreement(scores, instructions, blo, bhi)
+        buckets[f"{blo:.2f}-{min(bhi, 1.0):.2f}"] = {"pair_agreement": _nan_to_none(b_pa), "n_pairs": b_n}
+    details = {
+        "n_pairs": n_pairs, "n_pairs_similar_length": n_sim, "mean_pick_length": float(pick_len.mean()),
+        "lc_fit": {"coef_length": lc.coef_length, "coef_difficulty": lc.coef_difficulty, "bias": lc.bias, "C": lc.C},
+        "families": families, "subsets": subsets, "by_instruction_length": by_len,
+        "pair_agreement_by_length_difference": buckets,
+    }
+    return row, details
+
+
+def lc_reproduction(instructions: Sequence[A.Instruction], difficulty: dict[int, float],
+                    leaderboard: Path) -> dict[str, dict[str, float]]:
+    """Per candidate model: our LC and raw win rate on these instructions beside the leaderboard's."""
+    lb = A.read_leaderboard(leaderboard)
+    fits = A.model_lc(instructions, difficulty)
+    out = {}
+    for m, fit in fits.items():
+        if m not in lb:
+            raise InputError(f"{leaderboard}: no row for candidate model {m!r}")
+        wins = [c.win for ins in instructions for c in ins.candidates if c.generator == m]
+        out[m] = {"lc_win_rate": fit.lc_win_rate, "leaderboard_lc_win_rate": lb[m]["length_controlled_winrate"],
+                  "win_rate": float(np.mean(wins)), "leaderboard_win_rate": lb[m]["win_rate"],
+                  "coef_length": fit.coef_length}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ runner
+
+def run_rerank_bench(data: Path, reference: Path, scorers: list[str], model: str | None, limit: int | None,
+                     out: Path, max_response_tokens: int = 512, progress: bool = True, *,
+                     sp: str | None = None, cp: str | None = None, heldout: bool = False) -> dict:
+    """Score, pick and measure; write ``out/results.json``, ``out/details.json``, ``out/report.md`` and a PNG.
+
+    ``random``, ``oracle`` and ``length`` are always included and load no model. Scores of model scorers are
+    cached in ``out/scores_<scorer>.json`` so an interrupted or repeated run resumes without rescoring.
+    Returns the results dict (scorer → metrics), as written to results.json.
+    """
+    data, reference, out = Path(data), Path(reference), Path(out)
+    from trlm.scorers import SCORERS
+
+    names = list(dict.fromkeys([*ALWAYS, *scorers]))
+    unknown = [n for n in names if n not in SCORERS and n not in MODEL_FREE]
+    if unknown:
+        raise InputError(f"unknown scorer(s) {', '.join(unknown)}; choose from {', '.join(SCORERS)} (or oracle)")
+    instructions = A.load_judged(data, reference, limit, heldout=heldout)
+    if len(instructions) < A.N_SPLITS:
+        raise InputError(f"the LC win rate needs at least {A.N_SPLITS} instructions; --limit is {limit}")
+    difficulty = instruction_difficulty(data, reference)
+    out.mkdir(parents=True, exist_ok=True)
+    results, details = {}, {}
+    for name in names:
+        log.info("scorer %s", name)
+        scores = get_scores(name, instructions, out, model=model, max_response_tokens=max_response_tokens,
+                            sp=sp, cp=cp, progress=progress)
+        results[name], details[name] = scorer_metrics(name, instructions, scores, difficulty)
+    leaderboard = data.parent / Path(A.LEADERBOARD_FILE).name
+    meta = {"data": str(data), "reference": str(reference), "model": model, "limit": limit, "heldout": heldout,
+            "n_instructions": len(instructions), "max_response_tokens": max_response_tokens, "sp": sp, "cp": cp,
+            "lc_reproduction": lc_reproduction(A.load_judged(data, reference), difficulty, leaderboard)
+            if leaderboard.exists() else None}
+    write_json(out / "results.json", results)
+    write_json(out / "details.json", {"meta": meta, "scorers": details})
+    _plot(results, out / "rerank.png")
+    write_text(out / "report.md", _report(results, details, meta))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.1 * len(names) * 3), 3.8))
+    wr = [results[n]["win_rate"] for n in names]
+    err = np.array([[results[n]["win_rate"] - results[n]["ci95"][0], results[n]["ci95"][1] - results[n]["win_rate"]]
+                    for n in names]).T
+    axes[0].bar(x - 0.2, wr, 0.4, yerr=err, capsize=3, label="win rate (95% CI)")
+    axes[0].bar(x + 0.2, [results[n]["lc_win_rate"] for n in names], 0.4, label="LC win rate")
+    axes[0].set_title("pick vs reference")
+    axes[0].legend(fontsize=7, loc="upper left", ncol=2)
+    for ax, key, title in ((axes[1], "pair_agreement", "pair agreement (all / similar length)"),
+                           (axes[2], "family", "inside families: pair agreement")):
+        if key == "family":
+            vals = [results[n]["family"]["pair_agreement"] or 0 for n in names]
+            ax.bar(x, vals, 0.6)
+        else:
+            ax.bar(x - 0.2, [results[n]["pair_agreement"] or 0 for n in names], 0.4, label="all pairs")
+            ax.bar(x + 0.2, [results[n]["pair_agreement_similar_length"] or 0 for n in names], 0.4,
+                   label="length within 25%")
+            ax.legend(fontsize=7, loc="upper left", ncol=2)
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_title(title)
+    for ax in axes:
+        ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.15)
+    fig.tight_layout()
+    from trlm.io import atomic_open
+
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _f(x, nd: int = 3) -> str:
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def _report(results: dict, details: dict, meta: dict) -> str:
+    names = list(results)
+    lines = [
+        "# Best-of-N reranking on AlpacaEval 2.0 judge verdicts", "",
+        f"{meta['n_instructions']} instructions from `{meta['data']}`; model `{meta['model'] or 'scorer default'}`, "
+        f"responses cut to {meta['max_response_tokens']} tokens. Each scorer picks one candidate per instruction; "
+        "its value is the GPT-4-turbo judge's P(pick beats the gpt4_1106_preview reference). `random` is the "
+        "expectation of a uniform pick (its pair agreement is one seeded draw); `oracle` picks the judge's best.", "",
+        "LC win rate: AlpacaEval 2.0's GLM (`length_controlled_v1`) with the length term zeroed, each scorer "
+        "treated as a new model; instruction difficulty fitted jointly on the 24 candidate models over all dev "
+        "instructions; no gamed-baseline regularisation (its annotations are not in the data; see the check "
+        "at the end). With few instructions cross-validation may pick the strongest penalty, which sends LC "
+        "to 0.5: read LC only on a few hundred instructions. LC extrapolates to equal length: when a scorer's "
+        "picks are much shorter than the reference, the fitted length coefficient (`lc_fit` in details.json) "
+        "takes the blame for its losses and LC can sit far above the raw win rate; read it beside the pair "
+        "agreement on similar-length pairs.", "",
+        "![reranking](rerank.png)", "",
+        "| scorer | win rate | 95% CI | LC win rate | pair agr. | pair agr. (len ±25%) | family win | "
+        "family pair agr. | mean pick chars |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in names:
+        r, d = results[n], details[n]
+        lines.append(f"| {n} | {_f(r['win_rate'])} | [{_f(r['ci95'][0])}, {_f(r['ci95'][1])}] | "
+                     f"{_f(r['lc_win_rate'])} | {_f(r['pair_agreement'])} ({d['n_pairs']}) | "
+                     f"{_f(r['pair_agreement_similar_length'])} ({d['n_pairs_similar_length']}) | "
+                     f"{_f(r['family']['win_rate'])} | {_f(r['family']['pair_agreement'])} | "
+                     f"{d['mean_pick_length']:.0f} |")
+    fams = list(A.FAMILIES)
+    lines += ["", "## Inside each family (win rate / pair agreement, pairs)", "",
+              "| scorer | " + " | ".join(f"{f} ×{len(A.FAMILIES[f])}" for f in fams) + " |",
+              "|---|" + "---|" * len(fams)]
+    for n in names:
+        cells = []
+        for f in fams:
+            v = details[n]["families"].get(f)
+            cells.append("–" if v is None else f"{_f(v['win_rate'])} / {_f(v['pair_agreement'])} ({v['n_pairs']})")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    subsets = sorted({s for n in names for s in details[n]["subsets"]})
+    lines += ["", "## By AlpacaEval subset (win rate / pair agreement)", "",
+              "| scorer | " + " | ".join(f"{s} ({details[names[0]]['subsets'][s]['n_instructions']})"
+                                        for s in subsets) + " |",
+              "|---|" + "---|" * len(subsets)]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(
+            f"{_f(details[n]['subsets'][s]['win_rate'])} / {_f(details[n]['subsets'][s]['pair_agreement'])}"
+            for s in subsets) + " |")
+    lb_keys = list(details[names[0]]["by_instruction_length"])
+    lines += ["", "## By the instruction's median candidate length in characters (win rate / pair agreement)", "",
+              "| scorer | " + " | ".join(f"{k} ({details[names[0]]['by_instruction_length'][k]['n_instructions']})"
+                                        for k in lb_keys) + " |",
+              "|---|" + "---|" * len(lb_keys)]
+    for n in names:
+        b = details[n]["by_instruction_length"]
+        lines.append(f"| {n} | " + " | ".join(f"{_f(b[k]['win_rate'])} / {_f(b[k]['pair_agreement'])}"
+                                              for k in lb_keys) + " |")
+    buckets = list(details[names[0]]["pair_agreement_by_length_difference"])
+    lines += ["", "## Pair agreement by the pair's length difference (|Δlen| / longer; pairs)", "",
+              "| scorer | " + " | ".join(buckets) + " |", "|---|" + "---|" * len(buckets)]
+    for n in names:
+        b = details[n]["pair_agreement_by_length_difference"]
+        lines.append(f"| {n} | " + " | ".join(f"{_f(b[k]['pair_agreement'])} ({b[k]['n_pairs']})" for k in buckets)
+                     + " |")
+    rep = meta.get("lc_reproduction")
+    if rep:
+        errs = [100 * (v["lc_win_rate"] - v["leaderboard_lc_win_rate"]) for v in rep.values()]
+        lines += ["", "## LC implementation check: the 24 candidate models", "",
+                  "Our LC win rate of each candidate model on the dev instructions beside the official leaderboard's "
+                  "(805 instructions, instruction difficulty fitted by AlpacaEval on early-2024 models, per-model "
+                  "fits regularised with two gamed baselines whose annotations are not in the data). "
+                  f"Mean |error| {np.mean(np.abs(errs)):.2f} points, max {np.max(np.abs(errs)):.2f}.", "",
+                  "| model | LC ours | LC leaderboard | error (pts) | win rate dev | win rate leaderboard | length coef |",
+                  "|---|---|---|---|---|---|---|"]
+        for m, v in sorted(rep.items(), key=lambda kv: -kv[1]["leaderboard_lc_win_rate"]):
+            lines.append(f"| {m} | {100 * v['lc_win_rate']:.2f} | {100 * v['leaderboard_lc_win_rate']:.2f} | "
+                         f"{100 * (v['lc_win_rate'] - v['leaderboard_lc_win_rate']):+.2f} | {100 * v['win_rate']:.2f} | "
+                         f"{100 * v['leaderboard_win_rate']:.2f} | {v['coef_length']:.2f} |")
+    return "\n".join(lines) + "\n"
