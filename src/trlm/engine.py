@@ -358,10 +358,16 @@ class Engine:
 
     def _generate_batch(self, batch: list[_Item], args: GenArgs, d: Direction) -> list[Generation]:
         B = len(batch)
-        ids, mask, pos = self._left_pad([it.prefix for it in batch])
+        # samples of one prompt share its prefill: run each distinct prompt once, then copy its cache rows
+        unique: dict[tuple[int, ...], int] = {}
+        owner = torch.tensor([unique.setdefault(tuple(it.prefix), len(unique)) for it in batch], device=self.device)
+        ids, mask, pos = self._left_pad([list(p) for p in unique])
         seq = torch.tensor([it.index for it in batch], dtype=torch.long, device=self.device)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache, logits = out.past_key_values, out.logits[owner, -1]  # (B, V)
+        if len(unique) < B:
+            cache.batch_select_indices(owner)
+        mask, pos = mask[owner], pos[owner]
         next_pos = pos[:, -1] + 1
         eos = torch.tensor(self.eos_ids, device=self.device)
         gen: list[list[int]] = [[] for _ in range(B)]
