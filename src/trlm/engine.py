@@ -101,12 +101,14 @@ class _Item:
 class Engine:
     """Batched log-likelihood and generation over one :class:`~trlm.models.LoadedModel`."""
 
-    def __init__(self, lm: LoadedModel, *, max_batch_tokens: int = 8192, max_batch_size: int = 64,
+    def __init__(self, lm: LoadedModel, *, max_batch_tokens: int | None = None, max_batch_size: int = 64,
                  max_length: int | None = None):
         self.lm = lm
         self.model = lm.model
         self.tokenizer = lm.tokenizer
-        self.max_batch_tokens = max_batch_tokens
+        # padded tokens per forward pass: on CPU small batches stay in cache (1024 measured ~1.7x faster than 8192
+        # on a 2-core AVX512-BF16 machine); accelerators want large batches
+        self.max_batch_tokens = max_batch_tokens or (1024 if lm.device.type == "cpu" else 16384)
         self.max_batch_size = max_batch_size
         cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_length = max_length or cfg_len

@@ -192,6 +192,18 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Move a fully written directory ``tmp`` into place at ``path`` (replacing any old one)."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
 def save_pretrained(model, tokenizer, path: str | Path, token_order: str, **meta) -> Path:
     """Write weights (safetensors), config, tokenizer and ``trlm.json`` into ``path``, atomically.
 
@@ -217,14 +229,7 @@ def save_pretrained(model, tokenizer, path: str | Path, token_order: str, **meta
         config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_meta(tmp, token_order, **meta)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

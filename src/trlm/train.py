@@ -32,7 +32,8 @@ from typing import Callable
 
 import torch
 
-from trlm.models import TOKEN_ORDERS, LoadedModel, cpu_has_bf16, load_model, resolve_device, save_pretrained, write_meta
+from trlm.models import (TOKEN_ORDERS, LoadedModel, cpu_has_bf16, load_model, replace_dir, resolve_device,
+                         save_pretrained, write_meta)
 
 log = logging.getLogger(__name__)
 
@@ -221,20 +222,9 @@ def export_model(lm: LoadedModel, margs: ModelArgs, args: TrainArgs, path: Path,
         model.save_pretrained(str(tmp))
         base = str(Path(margs.init).resolve()) if Path(margs.init).exists() else margs.init  # loadable from anywhere
         write_meta(tmp, args.token_order, adapter=True, base_model=base, **info)
-        _replace_dir(tmp, path)
+        replace_dir(tmp, path)
         return path
     return save_pretrained(model, lm.tokenizer, path, args.token_order, **info)
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
 
 
 def _load_weights(lm: LoadedModel, margs: ModelArgs, model_dir: Path) -> None:
@@ -517,7 +507,7 @@ def _save_checkpoint(root: Path, step: int, lm: LoadedModel, margs: ModelArgs, a
     try:
         export_model(lm, margs, args, tmp / "model", steps=step)
         torch.save(state, tmp / "state.pt")
-        _replace_dir(tmp, root / f"step-{step:06d}")
+        replace_dir(tmp, root / f"step-{step:06d}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
