@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from trlm import alpaca as A
-from trlm.bench_rerank import _load_cache, instruction_difficulty, lc_reproduction, run_rerank_bench
+from trlm.bench_rerank import (_load_cache, get_scores, instruction_difficulty, lc_reproduction,
+                               length_preference, run_rerank_bench)
 from trlm.io import InputError, default_data_dir
 
 DATA = default_data_dir()
@@ -169,6 +170,41 @@ def test_load_judged_errors_name_the_problem(tmp_path):
         A.load_judged(ok, ref, limit=0)
 
 
+def test_length_preference_hand_cases():
+    ins = A.Instruction(0, "x", "q", "ref", tuple(A.Candidate(f"g{k}", "a" * n, 0.5) for k, n in enumerate((5, 50, 20))))
+    flat = A.Instruction(1, "x", "q", "ref", tuple(A.Candidate(f"g{k}", "b" * 7, 0.5) for k in range(3)))
+    assert length_preference([[1.0, 3.0, 2.0]], [ins]) == pytest.approx(1.0)
+    assert length_preference([[3.0, 1.0, 2.0]], [ins]) == pytest.approx(-1.0)
+    # equal lengths (or equal scores) carry no information and are skipped, not counted as 0
+    assert length_preference([[1.0, 3.0, 2.0], [1.0, 2.0, 3.0]], [ins, flat]) == pytest.approx(1.0)
+    assert np.isnan(length_preference([[1.0, 1.0, 1.0]], [ins]))
+
+
+def test_forward_mean_and_sum_share_one_scoring_pass(tmp_path):
+    smol = "smollm2-135m-instruct"
+    ins = A.Instruction(7, "x", "Name a primary colour.", "Red.",
+                        (A.Candidate("g0", "Red is a primary colour.", 0.9),
+                         A.Candidate("g1", "Blue, along with red and yellow, is one of the three primaries.", 0.4),
+                         A.Candidate("g2", " \n", 0.0)))  # empty outputs occur in the dev data (gemma-2b-it)
+    mean = get_scores("forward-mean", [ins], tmp_path, model=smol, max_response_tokens=64, progress=False)
+    cache = tmp_path / "scores_forward.json"
+    blob = json.loads(cache.read_text())
+    assert blob["config"]["scorer"] == "forward" and set(blob["scores"]["7"]) == {"generators", "logprob", "n_tokens"}
+    stamp = cache.stat().st_mtime_ns
+    total = get_scores("forward-sum", [ins], tmp_path, model=smol, max_response_tokens=64, progress=False)
+    assert cache.stat().st_mtime_ns == stamp  # read from the cache, not rescored
+    n = blob["scores"]["7"]["n_tokens"]
+    assert blob["scores"]["7"]["logprob"][2] is None and n[2] == 0  # the empty output is not scored ...
+    assert mean[0][2] == total[0][2] == float("-inf")  # ... and can never be picked
+    assert total[0][:2] == pytest.approx(blob["scores"]["7"]["logprob"][:2])
+    assert mean[0][:2] == pytest.approx([t / k for t, k in zip(total[0][:2], n)])
+    from trlm.scorers import make_scorer
+
+    direct = make_scorer("forward-mean", model=smol, max_response_tokens=64).score(
+        ins.instruction, [c.output for c in ins.candidates[:2]])
+    assert mean[0][:2] == pytest.approx(direct, abs=1e-6)
+
+
 def test_score_cache_refuses_other_settings(tmp_path):
     path = tmp_path / "scores_trlm-fo.json"
     path.write_text(json.dumps({"config": {"scorer": "trlm-fo", "model": "a"}, "scores": {"1": {}}}))
@@ -203,3 +239,25 @@ def test_run_rerank_bench_model_free(tmp_path, difficulty):
         run_rerank_bench(JUDGED, REFERENCE, ["trlm-nope"], None, 5, out, progress=False)
     with pytest.raises(InputError, match="at least 5 instructions"):
         run_rerank_bench(JUDGED, REFERENCE, ["length"], None, 4, out, progress=False)
+
+
+@needs_data
+def test_bench_rerank_cli_with_a_model_scorer_and_prompt_override(tmp_path, difficulty):
+    from typer.testing import CliRunner
+
+    from trlm.cli import app
+
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(app, ["bench", "rerank", "--scorers", "trlm-fo", "--limit", "5",
+                                   "--max-response-tokens", "24", "--sp", "", "--cp", "is the answer to",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["random", "oracle", "length", "trlm-fo"]
+    assert results["trlm-fo"]["n_instructions"] == 5 and 0 <= results["trlm-fo"]["win_rate"] <= 1
+    config = json.loads((out / "scores_trlm-fo.json").read_text())["config"]
+    assert (config["sp"], config["cp"], config["max_response_tokens"]) == ("", "is the answer to", 24)
+    details = json.loads((out / "details.json").read_text())["scorers"]
+    assert details["length"]["length_spearman"] == pytest.approx(1.0)
+    assert sum(details["trlm-fo"]["picks_by_generator"].values()) == pytest.approx(1.0)
+    assert "Whose answers each scorer picks" in (out / "report.md").read_text()

@@ -89,3 +89,10 @@ def test_unknown_scorer_and_task_are_errors():
     with pytest.raises(ValueError, match="unknown task"):
         make_scorer("length", task="summarise")  # type: ignore[arg-type]
     assert set(SCORERS) >= {"trlm-ba", "trlm-fo", "forward-mean", "length", "random"}
+
+
+def test_empty_response_is_an_error_naming_it(smol):
+    with pytest.raises(ValueError, match=r"query 1: response 2 is empty"):
+        make_scorer("forward-mean", engine=smol).score_many([(QUERY, [RIGHT]), (QUERY, [RIGHT, WRONG, "  "])])
+    with pytest.raises(ValueError, match=r"query 0: a query needs at least one response"):
+        make_scorer("trlm-fo", engine=smol).score_many([(QUERY, [])])

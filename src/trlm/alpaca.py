@@ -314,6 +314,11 @@ def pick_best(scores: Sequence[float]) -> int:
     return int(np.argmax(np.asarray(scores, dtype=float)))
 
 
+def order_signs(x: np.ndarray) -> np.ndarray:
+    """sign(x[i] - x[j]) for every pair, with equal infinities (unscorable candidates) counted as ties."""
+    return (x[:, None] > x[None, :]).astype(float) - (x[:, None] < x[None, :]).astype(float)
+
+
 def pair_counts(scores: Sequence[float], judge: Sequence[float], lengths: Sequence[int] | None = None,
                 max_rel_len_diff: float | None = None) -> tuple[float, int]:
     """(agreements, pairs) over candidate pairs the judge does not tie; a scorer tie counts one half.
@@ -323,8 +328,8 @@ def pair_counts(scores: Sequence[float], judge: Sequence[float], lengths: Sequen
     s = np.asarray(scores, dtype=float)
     j = np.asarray(judge, dtype=float)
     iu = np.triu_indices(len(s), k=1)
-    ds = np.sign(s[:, None] - s[None, :])[iu]
-    dj = np.sign(j[:, None] - j[None, :])[iu]
+    ds = order_signs(s)[iu]
+    dj = order_signs(j)[iu]
     keep = dj != 0
     if max_rel_len_diff is not None:
         if lengths is None:

@@ -49,10 +49,24 @@ def instruction_difficulty(data: Path, reference: Path) -> dict[int, float]:
 
 # ------------------------------------------------------------------------------------------------ scores
 
+def _empty(text: str) -> bool:
+    return not text.strip()
+
+
+# forward-mean and forward-sum reduce the same log-likelihoods: they share one cache file and one scoring pass.
+SHARED_CACHE = {"forward-mean": "forward", "forward-sum": "forward"}
+CACHE_FORMAT = 2  # per candidate: summed log-prob and token count (format 1 held reduced scores only)
+
+
+def _cache_name(name: str) -> str:
+    return SHARED_CACHE.get(name, name)
+
+
 def _cache_config(name: str, model: str | None, max_response_tokens: int, sp: str | None, cp: str | None) -> dict:
     if name in MODEL_FREE:
         return {"scorer": name}
-    return {"scorer": name, "model": model, "max_response_tokens": max_response_tokens, "sp": sp, "cp": cp}
+    return {"scorer": _cache_name(name), "model": model, "max_response_tokens": max_response_tokens, "sp": sp,
+            "cp": cp, "format": CACHE_FORMAT}
 
 
 def _load_cache(path: Path, config: dict) -> dict[str, dict]:
@@ -71,7 +85,13 @@ def _load_cache(path: Path, config: dict) -> dict[str, dict]:
 def get_scores(name: str, instructions: Sequence[A.Instruction], out: Path, *, model: str | None,
                max_response_tokens: int, sp: str | None = None, cp: str | None = None,
                progress: bool = True) -> list[list[float]]:
-    """Scores of every candidate, resumed from and saved to ``out/scores_<name>.json`` (written per chunk)."""
+    """Scores of every candidate, resumed from and saved to ``out/scores_<name>.json`` (written per chunk).
+
+    The cache keeps each candidate's summed log-probability and token count, so ``forward-mean`` and
+    ``forward-sum`` are both read from one pass (``scores_forward.json``). Empty candidates (15 outputs of
+    gemma-2b-it in the dev data) give a likelihood scorer nothing to read: they are not scored and get
+    ``-inf``, so no model scorer picks them (``length`` and ``random`` treat them like any other).
+    """
     if name == "oracle":
         return [list(ins.wins) for ins in instructions]
     if name in ("length", "random"):
@@ -81,10 +101,11 @@ def get_scores(name: str, instructions: Sequence[A.Instruction], out: Path, *, m
         return make_scorer(name).score_many(items)
     from tqdm.auto import tqdm
 
-    from trlm.scorers import make_scorer
+    from trlm.engine import LogLik
+    from trlm.scorers import REDUCE, make_scorer, reduce_loglik
 
     config = _cache_config(name, model, max_response_tokens, sp, cp)
-    path = out / f"scores_{name}.json"
+    path = out / f"scores_{_cache_name(name)}.json"
     cache = _load_cache(path, config)
 
     def cached(ins: A.Instruction) -> bool:
@@ -97,14 +118,24 @@ def get_scores(name: str, instructions: Sequence[A.Instruction], out: Path, *, m
         bar = tqdm(total=len(todo), desc=f"scoring {name}", unit="instr", disable=not progress)
         for i in range(0, len(todo), CHUNK):
             chunk = todo[i:i + CHUNK]
-            scores = scorer.score_many([(ins.instruction, [c.output for c in ins.candidates]) for ins in chunk])
-            for ins, s in zip(chunk, scores):
+            keep = [[k for k, c in enumerate(ins.candidates) if not _empty(c.output)] for ins in chunk]
+            lls = scorer.logliks_many([(ins.instruction, [ins.candidates[k].output for k in ks])
+                                       for ins, ks in zip(chunk, keep)])
+            for ins, ks, row in zip(chunk, keep, lls):
+                lp, nt = [None] * len(ins.candidates), [0] * len(ins.candidates)
+                for k, ll in zip(ks, row):
+                    lp[k], nt[k] = float(ll.logprob), int(ll.num_tokens)
                 cache[str(ins.instruction_id)] = {"generators": [c.generator for c in ins.candidates],
-                                                  "scores": [float(x) for x in s]}
+                                                  "logprob": lp, "n_tokens": nt}
             write_json(path, {"config": config, "scores": cache})
             bar.update(len(chunk))
         bar.close()
-    return [cache[str(ins.instruction_id)]["scores"] for ins in instructions]
+    reduce, out_scores = REDUCE.get(name, "sum"), []
+    for ins in instructions:
+        hit = cache[str(ins.instruction_id)]
+        out_scores.append([-math.inf if lp is None or _empty(c.output) else reduce_loglik(LogLik(lp, n, False), reduce)
+                           for lp, n, c in zip(hit["logprob"], hit["n_tokens"], ins.candidates)])
+    return out_scores
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -125,13 +156,40 @@ def _pair_bucket_agreement(scores, instructions, lo: float, hi: float) -> tuple[
     for s, ins in zip(scores, instructions):
         s = np.asarray(s, dtype=float)
         iu = np.triu_indices(len(s), k=1)
-        ds = np.sign(s[:, None] - s[None, :])[iu]
-        dj = np.sign(ins.wins[:, None] - ins.wins[None, :])[iu]
+        ds = A.order_signs(s)[iu]
+        dj = A.order_signs(ins.wins)[iu]
         rel = _rel_len_diff(ins.lengths.astype(float))
         keep = (dj != 0) & (rel >= lo) & (rel < hi)
         agree += (ds[keep] == dj[keep]).sum() + 0.5 * (ds[keep] == 0).sum()
         n += int(keep.sum())
     return (agree / n if n else math.nan), n
+
+
+def length_preference(scores, instructions) -> float:
+    """Mean over instructions of the Spearman correlation between a scorer's scores and candidate lengths.
+
+    +1: the scorer ranks exactly by length; −1: it prefers the shortest. Instructions where the scores or
+    the lengths are all equal are skipped.
+    """
+    from scipy.stats import spearmanr
+
+    rs = []
+    for s, ins in zip(scores, instructions):
+        s = np.asarray(s, dtype=float)
+        if np.ptp(s) == 0 or np.ptp(ins.lengths) == 0:
+            continue
+        rs.append(spearmanr(s, ins.lengths).statistic)
+    return float(np.mean(rs)) if rs else math.nan
+
+
+def _picks_by_generator(name: str, instructions, scores) -> dict[str, float]:
+    """Share of instructions whose pick came from each candidate model, largest first (empty for random)."""
+    if name == "random":
+        return {}
+    from collections import Counter
+
+    counts = Counter(ins.candidates[A.pick_best(s)].generator for s, ins in zip(scores, instructions))
+    return {g: n / len(instructions) for g, n in counts.most_common()}
 
 
 def _restrict(instructions, scores, members: set[str]):
@@ -210,6 +268,8 @@ def scorer_metrics(name: str, instructions: Sequence[A.Instruction], scores: Seq
         buckets[f"{blo:.2f}-{min(bhi, 1.0):.2f}"] = {"pair_agreement": _nan_to_none(b_pa), "n_pairs": b_n}
     details = {
         "n_pairs": n_pairs, "n_pairs_similar_length": n_sim, "mean_pick_length": float(pick_len.mean()),
+        "picks_by_generator": _picks_by_generator(name, instructions, scores),
+        "length_spearman": _nan_to_none(length_preference(scores, instructions) if name != "random" else math.nan),
         "lc_fit": {"coef_length": lc.coef_length, "coef_difficulty": lc.coef_difficulty, "bias": lc.bias, "C": lc.C},
         "families": families, "subsets": subsets, "by_instruction_length": by_len,
         "pair_agreement_by_length_difference": buckets,
@@ -334,11 +394,12 @@ def _report(results: dict, details: dict, meta: dict) -> str:
         "to 0.5: read LC only on a few hundred instructions. LC extrapolates to equal length: when a scorer's "
         "picks are much shorter than the reference, the fitted length coefficient (`lc_fit` in details.json) "
         "takes the blame for its losses and LC can sit far above the raw win rate; read it beside the pair "
-        "agreement on similar-length pairs.", "",
+        "agreement on similar-length pairs. ρ(score, length): mean within-instruction Spearman correlation of "
+        "the scores with the candidates' lengths (for `oracle`, the judge's own length preference).", "",
         "![reranking](rerank.png)", "",
         "| scorer | win rate | 95% CI | LC win rate | pair agr. | pair agr. (len ±25%) | family win | "
-        "family pair agr. | mean pick chars |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "family pair agr. | mean pick chars | ρ(score, length) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in names:
         r, d = results[n], details[n]
@@ -346,7 +407,7 @@ def _report(results: dict, details: dict, meta: dict) -> str:
                      f"{_f(r['lc_win_rate'])} | {_f(r['pair_agreement'])} ({d['n_pairs']}) | "
                      f"{_f(r['pair_agreement_similar_length'])} ({d['n_pairs_similar_length']}) | "
                      f"{_f(r['family']['win_rate'])} | {_f(r['family']['pair_agreement'])} | "
-                     f"{d['mean_pick_length']:.0f} |")
+                     f"{d['mean_pick_length']:.0f} | {_f(d.get('length_spearman'), 2)} |")
     fams = list(A.FAMILIES)
     lines += ["", "## Inside each family (win rate / pair agreement, pairs)", "",
               "| scorer | " + " | ".join(f"{f} ×{len(A.FAMILIES[f])}" for f in fams) + " |",
@@ -375,6 +436,11 @@ def _report(results: dict, details: dict, meta: dict) -> str:
         b = details[n]["by_instruction_length"]
         lines.append(f"| {n} | " + " | ".join(f"{_f(b[k]['win_rate'])} / {_f(b[k]['pair_agreement'])}"
                                               for k in lb_keys) + " |")
+    lines += ["", "## Whose answers each scorer picks (share of instructions, top 4)", "",
+              "| scorer | picks |", "|---|---|"]
+    for n in names:
+        top = list(details[n].get("picks_by_generator", {}).items())[:4]
+        lines.append(f"| {n} | " + (", ".join(f"{g} {v:.2f}" for g, v in top) or "– (uniform)") + " |")
     buckets = list(details[names[0]]["pair_agreement_by_length_difference"])
     lines += ["", "## Pair agreement by the pair's length difference (|Δlen| / longer; pairs)", "",
               "| scorer | " + " | ".join(buckets) + " |", "|---|" + "---|" * len(buckets)]

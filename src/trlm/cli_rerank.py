@@ -105,6 +105,8 @@ def bench_rerank_cmd(
     limit: Optional[int] = typer.Option(None, help="First N instructions by instruction_id."),
     heldout: bool = typer.Option(False, help="Only instruction_id % 5 == 3 (held out of trlm-ba-smol's training)."),
     max_response_tokens: int = typer.Option(512, help="Cut each candidate to this many tokens."),
+    sp: Optional[str] = typer.Option(None, help="Override the scoring prompt SP of the TRLM scorers."),
+    cp: Optional[str] = typer.Option(None, help="Override the conditioning prompt CP of the TRLM scorers."),
 ):
     """Best-of-N re-ranking on AlpacaEval candidates with GPT-4-turbo verdicts: win rate, LC win rate, pair agreement."""
     from trlm.bench_rerank import run_rerank_bench
@@ -114,5 +116,5 @@ def bench_rerank_cmd(
     reference = reference or Path(data).parent / "eval_set_with_reference_gpt4_1106_preview.json"
     names = [s.strip() for s in scorers.split(",") if s.strip()]
     run_rerank_bench(Path(data), Path(reference), names, model, limit, out, max_response_tokens=max_response_tokens,
-                     heldout=heldout)
+                     heldout=heldout, sp=sp, cp=cp)
     typer.echo((out / "report.md").read_text())

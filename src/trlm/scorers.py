@@ -30,7 +30,7 @@ import random as _random
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
-from trlm.engine import Engine, Request
+from trlm.engine import Engine, LogLik, Request
 
 Task = Literal["rerank", "retrieval", "citation"]
 TASKS: tuple[str, ...] = ("rerank", "retrieval", "citation")
@@ -55,6 +55,7 @@ SCORERS: tuple[str, ...] = ("trlm-ba", "trlm-fo", "trlm-fo-chat", "trlm-foba-rev
                             "forward-mean", "forward-sum", "self", "length", "random")
 DEFAULT_MODELS = {"trlm-ba": "trlm-ba-smol", "trlm-foba-rev": "trlm-foba-smol", "trlm-foba-fwd": "trlm-foba-smol"}
 FORWARD_DEFAULT = "smollm2-135m-instruct"
+REDUCE = {"forward-mean": "mean", "self": "mean"}  # every other likelihood scorer sums
 PUNCT = ".,;:!?)]}'\""
 
 
@@ -104,22 +105,33 @@ class LikelihoodScorer(Scorer):
         self.engine.resolve_direction(self.direction)  # refuses a model of the wrong token order, now
 
     def score_many(self, items, progress=False):
+        return [[reduce_loglik(ll, self.reduce) for ll in row] for row in self.logliks_many(items, progress)]
+
+    def logliks_many(self, items: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[LogLik]]:
+        """The engine's log-likelihood of every (query, response) request, shaped like ``items``."""
         reqs, shape = [], []
-        for query, responses in items:
+        for qi, (query, responses) in enumerate(items):
             if not responses:
-                raise ValueError("a query needs at least one response to score")
+                raise ValueError(f"query {qi}: a query needs at least one response to score")
             shape.append(len(responses))
-            for r in responses:
+            for ri, r in enumerate(responses):
+                if not r.strip():
+                    raise ValueError(f"query {qi}: response {ri} is empty; a likelihood scorer has nothing to read "
+                                     "(drop it, or rank it last yourself)")
                 if self.max_response_tokens:
                     r = self.engine.truncate(r, self.max_response_tokens)
                 reqs.append(self.build(query, r))
         lls = self.engine.loglikelihood(reqs, direction=self.direction, truncate="context", progress=progress)
-        vals = [ll.logprob if self.reduce == "sum" else ll.mean for ll in lls]
         out, i = [], 0
         for n in shape:
-            out.append(vals[i:i + n])
+            out.append(lls[i:i + n])
             i += n
         return out
+
+
+def reduce_loglik(ll: LogLik, reduce: str) -> float:
+    """A likelihood scorer's score from its log-likelihood: ``"mean"`` per token or ``"sum"``."""
+    return ll.mean if reduce == "mean" else ll.logprob
 
 
 @dataclass
@@ -202,7 +214,7 @@ def make_scorer(
     engine = engine or get_engine(model or DEFAULT_MODELS.get(name, FORWARD_DEFAULT))
     if name in ("forward-mean", "forward-sum", "self"):
         return LikelihoodScorer(name, engine, "forward", _forward_builder(engine, task),
-                                reduce="sum" if name == "forward-sum" else "mean",
+                                reduce=REDUCE.get(name, "sum"),
                                 max_response_tokens=max_response_tokens)
     if name == "trlm-fo-chat":
         return LikelihoodScorer(name, engine, "forward", _chat_builder(engine, task),
