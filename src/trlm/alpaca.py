@@ -320,10 +320,11 @@ def order_signs(x: np.ndarray) -> np.ndarray:
 
 
 def pair_counts(scores: Sequence[float], judge: Sequence[float], lengths: Sequence[int] | None = None,
-                max_rel_len_diff: float | None = None) -> tuple[float, int]:
+                max_rel_len_diff: float | None = None, min_rel_len_diff: float = 0.0) -> tuple[float, int]:
     """(agreements, pairs) over candidate pairs the judge does not tie; a scorer tie counts one half.
 
-    With ``max_rel_len_diff``, only pairs whose lengths differ by less than that fraction of the longer one.
+    With ``max_rel_len_diff`` (and ``min_rel_len_diff``), only pairs whose length difference, as a fraction of
+    the longer one, lies in [min, max).
     """
     s = np.asarray(scores, dtype=float)
     j = np.asarray(judge, dtype=float)
@@ -331,23 +332,25 @@ def pair_counts(scores: Sequence[float], judge: Sequence[float], lengths: Sequen
     ds = order_signs(s)[iu]
     dj = order_signs(j)[iu]
     keep = dj != 0
-    if max_rel_len_diff is not None:
+    if max_rel_len_diff is not None or min_rel_len_diff > 0:
         if lengths is None:
-            raise ValueError("max_rel_len_diff needs lengths")
+            raise ValueError("a length-difference filter needs lengths")
         ln = np.asarray(lengths, dtype=float)
         longer = np.maximum(ln[:, None], ln[None, :])[iu]
         rel = np.abs(ln[:, None] - ln[None, :])[iu] / np.maximum(longer, 1)
-        keep &= rel < max_rel_len_diff
+        keep &= rel >= min_rel_len_diff
+        if max_rel_len_diff is not None:
+            keep &= rel < max_rel_len_diff
     agree = (ds[keep] == dj[keep]).sum() + 0.5 * (ds[keep] == 0).sum()
     return float(agree), int(keep.sum())
 
 
 def pair_agreement(items: Sequence[tuple[Sequence[float], Sequence[float], Sequence[int]]],
-                   max_rel_len_diff: float | None = None) -> tuple[float, int]:
+                   max_rel_len_diff: float | None = None, min_rel_len_diff: float = 0.0) -> tuple[float, int]:
     """Pooled share of pairs ordered like the judge over (scores, judge, lengths) items → (share, pairs)."""
     agree, n = 0.0, 0
     for s, j, ln in items:
-        a, k = pair_counts(s, j, ln, max_rel_len_diff)
+        a, k = pair_counts(s, j, ln, max_rel_len_diff, min_rel_len_diff)
         agree, n = agree + a, n + k
     return (agree / n if n else math.nan), n
 

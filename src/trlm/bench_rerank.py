@@ -144,27 +144,6 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def _rel_len_diff(lengths: np.ndarray) -> np.ndarray:
-    iu = np.triu_indices(len(lengths), k=1)
-    longer = np.maximum(lengths[:, None], lengths[None, :])[iu]
-    return np.abs(lengths[:, None] - lengths[None, :])[iu] / np.maximum(longer, 1)
-
-
-def _pair_bucket_agreement(scores, instructions, lo: float, hi: float) -> tuple[float, int]:
-    """Pair agreement over pairs whose relative length difference lies in [lo, hi)."""
-    agree, n = 0.0, 0
-    for s, ins in zip(scores, instructions):
-        s = np.asarray(s, dtype=float)
-        iu = np.triu_indices(len(s), k=1)
-        ds = A.order_signs(s)[iu]
-        dj = A.order_signs(ins.wins)[iu]
-        rel = _rel_len_diff(ins.lengths.astype(float))
-        keep = (dj != 0) & (rel >= lo) & (rel < hi)
-        agree += (ds[keep] == dj[keep]).sum() + 0.5 * (ds[keep] == 0).sum()
-        n += int(keep.sum())
-    return (agree / n if n else math.nan), n
-
-
 def length_preference(scores, instructions) -> float:
     """Mean over instructions of the Spearman correlation between a scorer's scores and candidate lengths.
 
@@ -264,7 +243,7 @@ def scorer_metrics(name: str, instructions: Sequence[A.Instruction], scores: Seq
                 "n_instructions": len(idx)}
     buckets = {}
     for blo, bhi in LEN_DIFF_BUCKETS:
-        b_pa, b_n = _pair_bucket_agreement(scores, instructions, blo, bhi)
+        b_pa, b_n = A.pair_agreement(items, max_rel_len_diff=bhi, min_rel_len_diff=blo)
         buckets[f"{blo:.2f}-{min(bhi, 1.0):.2f}"] = {"pair_agreement": _nan_to_none(b_pa), "n_pairs": b_n}
     details = {
         "n_pairs": n_pairs, "n_pairs_similar_length": n_sim, "mean_pick_length": float(pick_len.mean()),
