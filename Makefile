@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # The CPU build of torch lies in /opt/wheels on this kind of machine; elsewhere pip finds it on PyPI's CPU index.
 PIP_EXTRA := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test docs clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+docs: $(STAMP)  # regenerate docs/cli.md from the commands' --help (tests/test_cli.py checks it is current)
+	$(BIN)/python -c "from trlm.cli import write_cli_reference; write_cli_reference('docs/cli.md')"
 
 clean:
 	rm -rf $(VENV)

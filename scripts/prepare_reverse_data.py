@@ -14,9 +14,8 @@ import argparse
 import random
 from pathlib import Path
 
-from trlm.io import default_data_dir, read_jsonl, write_jsonl
-
-HELD_OUT_MOD = 3  # instruction_id % 5 == 3 is never trained on
+from trlm.core.io import default_data_dir, read_jsonl, write_jsonl
+from trlm.rerank.alpaca import is_heldout
 
 
 def main() -> None:
@@ -34,14 +33,14 @@ def main() -> None:
             continue
         pair = {"query": r["instruction"], "response": r["output"], "instruction_id": r["instruction_id"],
                 "generator": r["generator"]}
-        (held if r["instruction_id"] % 5 == HELD_OUT_MOD else train).append(pair)
+        (held if is_heldout(r["instruction_id"]) else train).append(pair)
     rng = random.Random(a.seed)
     rng.shuffle(train)
     held = rng.sample(held, min(a.eval_pairs, len(held)))
     write_jsonl(a.out / "train.jsonl", train)
     write_jsonl(a.out / "eval.jsonl", held)
     print(f"train: {len(train)} pairs ({len({r['instruction_id'] for r in train})} instructions); "
-          f"held out: {len(held)} pairs sampled from instruction_id % 5 == {HELD_OUT_MOD}")
+          f"held out: {len(held)} pairs sampled from instruction_id % 5 == 3")
 
 
 if __name__ == "__main__":

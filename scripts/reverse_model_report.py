@@ -22,9 +22,9 @@ import math
 import random
 from pathlib import Path
 
-from trlm.engine import Engine, Request
-from trlm.io import read_jsonl, write_json
-from trlm.train_data import pair_request
+from trlm.core.engine import Engine, Request
+from trlm.core.io import read_jsonl, write_json
+from trlm.scoring.prompts import pair_request
 
 
 def perplexities(engine: Engine, pairs: list[tuple[str, str]], direction: str) -> dict[str, float]:

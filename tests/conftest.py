@@ -1,8 +1,12 @@
-"""Shared fixtures: the embedded default model (fp32, loaded once) and a tiny random reverse-order model."""
+"""Shared fixtures: the embedded default model (fp32, loaded once per session), the shipped reverse model, a tiny
+random reverse-order model, and a local OpenAI-compatible stub server for chat clients and judges."""
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import torch
@@ -10,11 +14,29 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a CUDA device; without one they are skipped (never silently passed)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def smol():
-    from trlm.engine import Engine
+    from trlm.core.engine import Engine
 
     return Engine.load("smollm2-135m-instruct", dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def ba_smol():
+    """The shipped reverse-order model trlm-ba-smol, fp32."""
+    from trlm.core.engine import Engine
+
+    return Engine.load("trlm-ba-smol", dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +44,7 @@ def tiny_reverse_dir(tmp_path_factory, smol):
     """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, saved as a reverse-order checkpoint."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from trlm.models import save_pretrained
+    from trlm.core.checkpoint import save_pretrained
 
     torch.manual_seed(0)
     tok = smol.tokenizer
@@ -33,3 +55,46 @@ def tiny_reverse_dir(tmp_path_factory, smol):
     path = tmp_path_factory.mktemp("ckpt") / "tiny-reverse"
     save_pretrained(model, tok, path, "reverse", description="test fixture")
     return path
+
+
+class ChatStub:
+    """State of the stub server: ``respond(body) -> (status, reply text | error object[, headers])`` and every
+    request seen as ``(path, Authorization header, body)``."""
+
+    def __init__(self, url: str):
+        self.url, self.seen = url, []
+        self.respond = lambda body: (200, "ok")
+
+
+@pytest.fixture()
+def chat_server():
+    """A local OpenAI-compatible ``POST /v1/chat/completions`` endpoint on 127.0.0.1 (an ephemeral port)."""
+    stub: ChatStub
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            stub.seen.append((self.path, self.headers.get("Authorization"), body))
+            status, reply, *headers = stub.respond(body)
+            obj = reply if isinstance(reply, dict) else {
+                "id": "x", "object": "chat.completion", "model": body.get("model"),
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply}}]}
+            data = json.dumps(obj).encode()
+            self.send_response(status)
+            for k, v in (headers[0] if headers else {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    stub = ChatStub(f"http://127.0.0.1:{server.server_address[1]}/v1")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield stub
+    server.shutdown()
+    server.server_close()

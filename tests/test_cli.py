@@ -35,7 +35,7 @@ def test_score_command_on_embedded_model(tmp_path, smol):
     assert res.exit_code == 0, res.output
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["continuation"] for r in rows] == [p["continuation"] for p in PAIRS]
-    from trlm.engine import Request
+    from trlm.core.engine import Request
 
     want = smol.loglikelihood([Request(p["context"], p["continuation"]) for p in PAIRS])
     for r, w in zip(rows, want):
@@ -52,7 +52,15 @@ def test_score_command_on_reverse_checkpoint(tmp_path, tiny_reverse_dir):
     assert all(len(r["token_logprobs"]) == r["num_tokens"] for r in rows)
     res = runner.invoke(app, ["score", str(src), "--out", str(out), "--model", str(tiny_reverse_dir),
                               "--direction", "forward"])
-    assert res.exit_code != 0 and "token order 'reverse'" in str(res.exception)
+    assert res.exit_code == 2 and "token order 'reverse'" in res.stderr
+
+
+def _one_line_error(res) -> str:
+    """The user-error contract: exit status 2 and exactly one stderr line `trlm: error: ...`, no traceback."""
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trlm: error: "), res.stderr
+    return lines[0]
 
 
 def test_malformed_jsonl_names_the_line_and_writes_nothing(tmp_path):
@@ -60,12 +68,11 @@ def test_malformed_jsonl_names_the_line_and_writes_nothing(tmp_path):
     src.write_text(json.dumps(PAIRS[0]) + "\n" + '{"context": "x", "continuation": \n')
     out = tmp_path / "out.jsonl"
     res = runner.invoke(app, ["score", str(src), "--out", str(out)])
-    assert res.exit_code != 0
-    assert f"{src}:2: not valid JSON" in str(res.exception)
+    assert f"{src}:2: not valid JSON" in _one_line_error(res)
     assert not out.exists()
     src.write_text(json.dumps({"context": "x"}) + "\n")
     res = runner.invoke(app, ["score", str(src), "--out", str(out)])
-    assert "bad.jsonl:1: missing field 'continuation'" in str(res.exception)
+    assert "bad.jsonl:1: missing field 'continuation'" in _one_line_error(res)
     assert not out.exists()
 
 
@@ -73,8 +80,38 @@ def test_empty_continuation_writes_no_partial_output(tmp_path):
     src = _write(tmp_path / "pairs.jsonl", [PAIRS[0], {"context": "x", "continuation": ""}])
     out = tmp_path / "out.jsonl"
     res = runner.invoke(app, ["score", str(src), "--out", str(out), "--dtype", "float32"])
-    assert res.exit_code != 0 and "request 1: continuation is empty" in str(res.exception)
+    assert "request 1: continuation is empty" in _one_line_error(res)
     assert not out.exists() and not list(tmp_path.glob(".out.jsonl*"))
+
+
+def test_user_errors_are_one_line_and_verbose_shows_the_traceback(tmp_path):
+    src = _write(tmp_path / "pairs.jsonl", PAIRS[:1])
+    res = runner.invoke(app, ["score", str(src), "--out", str(tmp_path / "o.jsonl"), "--model", "no-such-model"])
+    assert "unknown model 'no-such-model'" in _one_line_error(res)
+    res = runner.invoke(app, ["score", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.jsonl")])
+    assert "missing.jsonl: no such file" in _one_line_error(res)
+    prompts = _write(tmp_path / "prompts.jsonl", [{"prompt": "Hi"}])
+    res = runner.invoke(app, ["generate", str(prompts), "--out", str(tmp_path / "g.jsonl"), "--temperature", "-1"])
+    assert "temperature must be >= 0" in _one_line_error(res)
+    res = runner.invoke(app, ["--verbose", "score", str(tmp_path / "missing.jsonl"), "--out", "o.jsonl"])
+    assert res.exit_code == 1 and "no such file" in str(res.exception)  # the exception itself, for debugging
+
+
+def test_the_installed_command_reports_user_errors_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "trlm.cli", "score", str(tmp_path / "nope.jsonl"), "--out", "x"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"trlm: error: {tmp_path / 'nope.jsonl'}: no such file"
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_reference_in_docs_is_current():
+    """docs/cli.md is generated from every command's --help; regenerate it with `make docs` after a CLI change."""
+    from trlm.cli import cli_reference
+
+    doc = Path(__file__).parent.parent / "docs" / "cli.md"
+    assert doc.read_text() == cli_reference(), "docs/cli.md is stale: run `make docs`"
+    for cmd in ("## trlm score", "## trlm generate", "## trlm bench rerank", "## trlm guard-train-filter"):
+        assert cmd in doc.read_text()
 
 
 def test_rerank_command_puts_the_matching_answer_first(tmp_path):

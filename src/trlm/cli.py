@@ -1,140 +1,101 @@
-"""The ``trlm`` command line. Each subcommand loads, calls one library function, and saves.
+"""The ``trlm`` command line: the root app, which mounts each system's ``cli.py``.
 
-    trlm models
-    trlm score pairs.jsonl --out scored.jsonl [--model trlm-ba-smol]
-    trlm generate prompts.jsonl --out gens.jsonl --n 4 --temperature 0.8
-    trlm rerank items.jsonl --scorer trlm-fo --out ranked.jsonl
-    trlm best-of-n "What is the capital of France?" --n 8 --scorer trlm-fo
-    trlm bench throughput --out runs/throughput
+Each system registers module-level command functions that load, call one library function and save:
 
-Area commands (train, retrieve, cite, guard and their benchmarks) are registered from ``trlm.cli_<area>``.
+    trlm models | score | generate | bench throughput            trlm.core.cli
+    trlm rerank | best-of-n | bench rerank                         trlm.rerank.cli
+    trlm retrieve | bench retrieve                                 trlm.retrieve.cli
+    trlm cite | bench cite                                         trlm.cite.cli
+    trlm guard | guard-train-filter | bench guard                  trlm.guard.cli
+    trlm train | bench train                                       trlm.train.cli
+
+A user error (bad input file, unknown model, token-order mismatch, missing file, bad setting) prints one line
+``trlm: error: <message>`` to stderr and exits with status 2; ``--verbose`` shows the traceback instead.
+``docs/cli.md`` is generated from the ``--help`` texts (``make docs``) and a test keeps it current.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from pathlib import Path
-from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
-from trlm.models import DEFAULT_MODEL
+from trlm.cite import cli as cite_cli
+from trlm.core import cli as core_cli
+from trlm.core.checkpoint import ModelError
+from trlm.core.io import InputError
+from trlm.core.llm import LLMError
+from trlm.guard import cli as guard_cli
+from trlm.rerank import cli as rerank_cli
+from trlm.retrieve import cli as retrieve_cli
+from trlm.train import cli as train_cli
 
-app = typer.Typer(help="Time-reversed language models: scoring, generation, re-ranking and benchmarks.",
+# What a user can cause and fix: reported in one line. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (InputError, ModelError, LLMError, ValueError, FileNotFoundError, FileExistsError)
+_state = {"verbose": False}
+
+
+class _Group(TyperGroup):
+    """Reports user errors from any subcommand as ``trlm: error: ...`` with exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as e:
+            if _state["verbose"]:
+                raise
+            typer.echo(f"trlm: error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(name="trlm", cls=_Group, help="Time-reversed language models: scoring, generation, re-ranking and benchmarks.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 bench = typer.Typer(help="Benchmarks: each writes DIR/results.json and DIR/report.md.", no_args_is_help=True)
 app.add_typer(bench, name="bench")
 
-AREA_MODULES = ("trlm.cli_rerank", "trlm.cli_train", "trlm.cli_retrieve", "trlm.cli_guard")
 
-ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded name, shipped trlm model, HF dir, .gguf or hub id.")
-DeviceOpt = typer.Option(None, help="cuda, mps or cpu (default: auto-detect).")
-DtypeOpt = typer.Option("auto", help="auto (bf16 where fast), float32 or bfloat16.")
-
-
-def _setup_logging(verbose: bool = False) -> None:
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log decisions (dtype, caching) and show "
+                                                                       "tracebacks of errors.")):
+    _state["verbose"] = verbose
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-@app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log decisions (dtype, caching).")):
-    _setup_logging(verbose)
+for _system in (core_cli, rerank_cli, retrieve_cli, cite_cli, guard_cli, train_cli):
+    _system.register(app, bench)
 
 
-@app.command("models")
-def models_cmd():
-    """List embedded, shipped and cached models with their token order and size."""
-    from rich.console import Console
-    from rich.table import Table
+def cli_reference(width: int = 100) -> str:
+    """Markdown of every command's ``--help``, in the order ``trlm --help`` lists them (``docs/cli.md``)."""
+    from typer.testing import CliRunner
 
-    from trlm.models import list_models
+    runner = CliRunner()
+    root = typer.main.get_command(app)
 
-    table = Table("name", "kind", "token order", "cached", "MB", "description")
-    for r in list_models():
-        table.add_row(r["name"], r["kind"], str(r["token_order"]), "yes" if r["cached"] else "no",
-                      f"{r['size_mb']:.0f}", r["description"])
-    Console().print(table)
+    def paths(cmd, prefix: list[str]):
+        yield prefix
+        if isinstance(cmd, TyperGroup):
+            for name in cmd.commands:
+                yield from paths(cmd.commands[name], [*prefix, name])
 
-
-@app.command("score")
-def score_cmd(
-    input: Path = typer.Argument(..., help='JSONL with {"context": str, "continuation": str} per line.'),
-    out: Path = typer.Option(..., "--out", "-o", help="Output JSONL: input rows plus logprob and num_tokens."),
-    model: str = ModelOpt,
-    direction: Optional[str] = typer.Option(None, help="forward or reverse; required for 'both'-order models."),
-    tokens: bool = typer.Option(False, help="Also write per-token log-probs (token_logprobs)."),
-    truncate: str = typer.Option("error", help="error, or 'context' to drop context tokens that do not fit."),
-    device: Optional[str] = DeviceOpt,
-    dtype: str = DtypeOpt,
-):
-    """Score continuations given contexts (log P(continuation | context)).
-
-    Runs data-parallel under `torchrun --nproc_per_node N` or `accelerate launch`: each rank scores its shard
-    and rank 0 writes the merged output in input order.
-    """
-    from trlm.distributed import score_file
-
-    score_file(input, out, model=model, direction=direction, return_tokens=tokens, truncate=truncate,
-               device=device, dtype=dtype)
+    parts = ["# trlm command-line reference", "",
+             "Generated from `--help` by `make docs` (a test checks it is current). Do not edit by hand.", ""]
+    for p in paths(root, []):
+        res = runner.invoke(app, [*p, "--help"], terminal_width=width, env={"COLUMNS": str(width), "NO_COLOR": "1",
+                                                                             "TERMINAL_WIDTH": str(width)})
+        if res.exit_code != 0:
+            raise RuntimeError(f"trlm {' '.join(p)} --help failed: {res.output}")
+        text = "\n".join(line.rstrip() for line in res.output.strip("\n").splitlines())
+        parts += [f"## trlm {' '.join(p)}".rstrip(), "", "```", text, "```", ""]
+    return "\n".join(parts)
 
 
-@app.command("generate")
-def generate_cmd(
-    input: Path = typer.Argument(..., help='JSONL with {"prompt": str} per line.'),
-    out: Path = typer.Option(..., "--out", "-o"),
-    model: str = ModelOpt,
-    n: int = typer.Option(1, help="Samples per prompt."),
-    max_new_tokens: int = typer.Option(64),
-    temperature: float = typer.Option(1.0, help="0 for greedy."),
-    top_p: float = typer.Option(1.0),
-    top_k: int = typer.Option(0),
-    seed: int = typer.Option(0, help="Noise is keyed by (seed, sequence, position): same seed, same text."),
-    stop: list[str] = typer.Option([], help="Stop strings (repeatable)."),
-    chat: bool = typer.Option(False, help="Wrap each prompt in the model's chat template."),
-    direction: Optional[str] = typer.Option(None, help="forward or reverse (for 'both'-order models)."),
-    device: Optional[str] = DeviceOpt,
-    dtype: str = DtypeOpt,
-):
-    """Sample continuations; for a reverse model the text generated is what precedes the prompt."""
-    from trlm.engine import Engine, GenArgs
-    from trlm.io import read_jsonl, write_jsonl
+def write_cli_reference(path: str = "docs/cli.md") -> None:
+    from trlm.core.io import write_text
 
-    rows = read_jsonl(input, {"prompt": str})
-    eng = Engine.load(model, device=device, dtype=dtype)
-    prompts = [eng.chat_prompt(r["prompt"]) if chat else r["prompt"] for r in rows]
-    args = GenArgs(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, n=n,
-                   seed=seed, stop=tuple(stop))
-    gens = eng.generate(prompts, args, direction=direction, progress=True)
-    write_jsonl(out, ({**r, "generations": [g.text for g in gs], "finish_reasons": [g.finish_reason for g in gs]}
-                      for r, gs in zip(rows, gens)))
-    typer.echo(f"wrote {len(rows)} rows to {out}")
-
-
-@bench.command("throughput")
-def bench_throughput_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for results.json and report.md."),
-    pairs: int = typer.Option(200, help="Number of (response -> instruction) pairs."),
-    naive_pairs: Optional[int] = typer.Option(None, help="Pairs for the slow naive loop (default: all)."),
-    model: str = ModelOpt,
-    data: Optional[Path] = typer.Option(None, help="Shared data folder (default ../shared/data)."),
-):
-    """Engine scoring throughput vs a naive one-pair-at-a-time fp32 loop, and fraction of matmul peak."""
-    from trlm.bench_throughput import run_throughput_bench
-
-    r = run_throughput_bench(out, pairs=pairs, model=model, data=data, naive_pairs=naive_pairs)
-    typer.echo((out / "report.md").read_text())
-    typer.echo(f"speedup_vs_naive={r['speedup_vs_naive']:.2f} fraction_of_peak={r['fraction_of_peak']:.2f}")
-
-
-def _register_areas() -> None:
-    """Area modules add their commands to ``app`` and ``bench`` (one module per area, one function per command)."""
-    for mod in AREA_MODULES:
-        importlib.import_module(mod).register(app, bench)
-
-
-_register_areas()
+    write_text(path, cli_reference())
 
 
 def main() -> None:

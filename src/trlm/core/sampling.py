@@ -1,0 +1,108 @@
+"""Counter-based sampling noise and the next-token sampler, as pure tensor functions.
+
+Noise is a deterministic function of ``(seed, sequence, position, token)``: no generator state, so a sample
+does not depend on batch composition, batch order or device, and two parties that share only the seed draw
+the same noise (what drafter-invariant speculative decoding needs).
+
+Sampling uses the Gumbel-max trick: ``argmax_v (logits_v / T + G_v)`` with ``G_v = -log(-log U_v)`` is an exact
+sample from ``softmax(logits / T)``. Top-k / top-p set excluded logits to ``-inf`` first.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_MASK64 = (1 << 64) - 1
+
+
+def _as_i64(c: int) -> int:
+    """A 64-bit constant as a signed int64 value (torch has no uint64 arithmetic)."""
+    c &= _MASK64
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_C_SEED, _C_SEQ, _C_POS, _C_TOK = (_as_i64(c) for c in (
+    0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93))
+_C_STREAM = _as_i64(0xA24BAED4963EE407)
+_M1, _M2 = _as_i64(0xFF51AFD7ED558CCD), _as_i64(0xC4CEB9FE1A85EC53)
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift on int64 (torch's >> is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _fmix64(x: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 64-bit finaliser: a bijection with full avalanche (int64 wrap-around multiply)."""
+    x = x ^ _shr(x, 33)
+    x = x * _M1
+    x = x ^ _shr(x, 33)
+    x = x * _M2
+    return x ^ _shr(x, 33)
+
+
+def hash_uniform(seed: int | torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, index: torch.Tensor,
+                 stream: int = 0) -> torch.Tensor:
+    """Uniform(0, 1) values of shape (B, K) keyed by (seed, stream, seq[b], pos[b], index[k]), in float64.
+
+    ``seq`` and ``pos`` are int64 tensors of shape (B,), ``index`` of shape (K,) (token ids, dart numbers, ...);
+    ``seed`` is one int for every row or an int64 tensor (B,) of per-row seeds.
+    ``stream`` separates independent noise fields over the same keys (stream 0 is the sampler's Gumbel noise;
+    other consumers, such as speculative decoding's darts and acceptance tests, take their own stream).
+    Identical keys give identical values on every run, device and batch layout.
+    """
+    device = seq.device
+    base = _fmix64(torch.as_tensor(seed, dtype=torch.int64, device=device) * _C_SEED + 1)  # () or (B,)
+    if stream:
+        base = base + _fmix64(torch.tensor(stream, dtype=torch.int64, device=device) * _C_STREAM + 4) * 7
+    key = (base.reshape(-1, 1)
+           + _fmix64(seq.to(torch.int64) * _C_SEQ + 2)[:, None] * 3
+           + _fmix64(pos.to(torch.int64) * _C_POS + 3)[:, None] * 5
+           + index.to(device=device, dtype=torch.int64)[None, :] * _C_TOK)  # (B, K)
+    bits = _shr(_fmix64(_fmix64(key)), 11)  # 53 random bits, non-negative
+    return (bits.to(torch.float64) + 0.5) / float(1 << 53)  # strictly inside (0, 1)
+
+
+def counter_uniform(seed: int | torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The sampler's noise: Uniform(0, 1) of shape (B, V) keyed by (seed, seq[b], pos[b], v), in float64."""
+    return hash_uniform(seed, seq, pos, torch.arange(vocab_size, device=seq.device, dtype=torch.int64))
+
+
+def gumbel_noise(seed: int | torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Standard Gumbel noise, (B, V) float32, from :func:`counter_uniform`."""
+    u = counter_uniform(seed, seq, pos, vocab_size)
+    return (-torch.log(-torch.log(u))).to(torch.float32)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set logits outside the top-k and outside the top-p nucleus to -inf. (B, V) -> (B, V)."""
+    logits = logits.float()
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the mass strictly before it already reaches top_p (the first token always stays)
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(
+    logits: torch.Tensor,
+    *,
+    seed: int | torch.Tensor,
+    seq: torch.Tensor,
+    pos: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> torch.Tensor:
+    """Next token ids (B,) from logits (B, V). ``temperature == 0`` is greedy. ``seed``: int or (B,) int64."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    filtered = filter_logits(logits, top_k, top_p) / temperature
+    g = gumbel_noise(seed, seq, pos, logits.shape[-1]).to(filtered.device)
+    return (filtered + g).argmax(-1)

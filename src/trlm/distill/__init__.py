@@ -1,0 +1,1 @@
+"""TAID distillation into compact students (issue: TAID distillation). Empty until that issue lands."""

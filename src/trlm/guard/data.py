@@ -1,0 +1,172 @@
+"""Labelled prompts for the safety filter and its benchmark, and the embedding-filter training.
+
+Training data (label 1 = unsafe): the even-``id`` half of XSTest (safe and unsafe), the ASTRAL unsafe prompts
+(270 BeaverTails examples in ``RAG_data.jsonl`` and the generated tests in ``generated_tests/*.json``) and the
+AlpacaEval dev instructions (safe). Held out for evaluation: the odd-``id`` XSTest prompts, the JBB behaviours
+and the JailbreakBench attack artifacts.
+
+    trlm guard-train-filter --out src/trlm/guard/minilm_lr.json
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from trlm.core.io import InputError, require_path
+
+log = logging.getLogger(__name__)
+
+ATTACKS = ("PAIR", "GCG", "JBC")
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: int  # 1 = unsafe
+    source: str
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict]:
+    with require_path(path, path.name).open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for n, row in enumerate(rows, 2):
+        for key in required:
+            if not row.get(key):
+                raise InputError(f"{path}:{n}: missing field {key!r}")
+    return rows
+
+
+def _read_json_records(path: Path) -> list[dict]:
+    """A JSON array, or comma-separated JSON objects without brackets (some ASTRAL files)."""
+    text = require_path(path, path.name).read_text(encoding="utf-8").strip()
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            obj = json.loads(f"[{text}]")
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: neither a JSON array nor comma-separated objects ({e.msg}, line {e.lineno})")
+    if not isinstance(obj, list):
+        raise InputError(f"{path}: expected a list of objects")
+    return obj
+
+
+def xstest(data_dir: Path, half: str, label: str | None = None) -> list[dict]:
+    """XSTest rows (``id, prompt, type, label``) of the ``even`` or ``odd`` ``id`` half, optionally one label."""
+    rows = _read_csv(Path(data_dir) / "xstest" / "xstest_prompts.csv", ("id", "prompt", "label"))
+    want = 0 if half == "even" else 1
+    return [r for r in rows if int(r["id"]) % 2 == want and (label is None or r["label"] == label)]
+
+
+def xstest_completions(data_dir: Path, model: str = "gpt4") -> dict[int, str]:
+    """``id -> completion`` (ids there read ``v2-<id>``) from ``xstest/automated_evaluation_labels/xstest_v2_completions_<model>_gpteval.csv``."""
+    path = Path(data_dir) / "xstest" / "automated_evaluation_labels" / f"xstest_v2_completions_{model}_gpteval.csv"
+    return {int(r["id"].removeprefix("v2-")): r["completion"] for r in _read_csv(path, ("id", "completion"))}
+
+
+def jbb_behaviors(data_dir: Path, kind: str) -> list[dict]:
+    """JBB-Behaviors rows (``Index, Goal, ...``) of ``harmful`` or ``benign``."""
+    return _read_csv(Path(data_dir) / "jbb_behaviors" / f"{kind}-behaviors.csv", ("Goal",))
+
+
+@dataclass(frozen=True)
+class Attack:
+    attack: str  # PAIR, GCG or JBC
+    target: str  # target model
+    index: int
+    goal: str
+    prompt: str
+    response: str
+
+
+def jailbroken_attacks(artifacts: Path) -> list[Attack]:
+    """Every artifact prompt whose response the artifact marks jailbroken, in file order."""
+    artifacts = require_path(artifacts, "JailbreakBench artifacts folder")
+    files = sorted(p for a in ATTACKS for p in (artifacts / a).glob("*/*.json"))
+    if not files:
+        raise InputError(f"{artifacts}: no <attack>/<type>/<model>.json files for attacks {', '.join(ATTACKS)}")
+    out = []
+    for path in files:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        if "jailbreaks" not in obj:
+            raise InputError(f"{path}: missing field 'jailbreaks'")
+        for j, row in enumerate(obj["jailbreaks"]):
+            if row.get("jailbroken") is True and row.get("prompt") and row.get("response"):
+                out.append(Attack(path.parts[-3], path.stem, int(row.get("index", j)), row.get("goal", ""),
+                                  row["prompt"], row["response"]))
+    return out
+
+
+def training_examples(data_dir: Path) -> list[Example]:
+    """The filter's training pool, de-duplicated by text (first occurrence wins)."""
+    data_dir = Path(data_dir)
+    ex = [Example(r["prompt"], int(r["label"] == "unsafe"), f"xstest-even-{r['label']}")
+          for r in xstest(data_dir, "even")]
+    with require_path(data_dir / "astral" / "RAG_data.jsonl", "ASTRAL RAG_data.jsonl").open(encoding="utf-8") as f:
+        ex += [Example(json.loads(ln)["Prompt"], 1, "astral-beavertails") for ln in f if ln.strip()]
+    gen_dir = require_path(data_dir / "astral" / "generated_tests", "ASTRAL generated_tests")
+    for path in sorted(gen_dir.glob("*.json")):
+        for r in _read_json_records(path):  # ASTRAL_RAG holds some test cases as one-element lists
+            cases = r["testcase"] if isinstance(r["testcase"], list) else [r["testcase"]]
+            ex += [Example(str(t).strip().strip('"'), 1, f"astral-{path.stem}") for t in cases]
+    alpaca = require_path(data_dir / "alpaca_eval" / "eval_set_with_reference_gpt4_1106_preview.json", "AlpacaEval")
+    ex += [Example(r["instruction"], 0, "alpacaeval-dev") for r in json.loads(alpaca.read_text(encoding="utf-8"))]
+    seen, out = set(), []
+    for e in ex:
+        if e.text.strip() and e.text not in seen:
+            seen.add(e.text)
+            out.append(e)
+    return out
+
+
+def train_embedding_filter(data_dir: Path, *, val_frac: float = 0.2, c: float = 1.0, seed: int = 0,
+                           command: str = "", progress: bool = False):
+    """Fit the MiniLM + logistic-regression filter and pick its threshold on a held-out validation split.
+
+    Classes are weighted to balance. The threshold maximises balanced accuracy (TPR - FPR) on the validation
+    split. Returns ``(EmbeddingFilter, report)``; the report holds the validation figures and the filter's own
+    FNR on the plain JBB harmful goals and FPR on the odd-``id`` XSTest safe prompts (neither used in training).
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from trlm.core.embed import embed
+    from trlm.guard.filters import EmbeddingFilter
+
+    if not 0 < val_frac < 1:
+        raise ValueError(f"--val-frac must be in (0, 1), got {val_frac}")
+    ex = training_examples(data_dir)
+    rng = random.Random(seed)
+    idx = {0: [i for i, e in enumerate(ex) if e.label == 0], 1: [i for i, e in enumerate(ex) if e.label == 1]}
+    val = set()
+    for lab, ids in idx.items():  # stratified split
+        rng.shuffle(ids)
+        val.update(ids[: max(1, round(val_frac * len(ids)))])
+    X = embed([e.text for e in ex], progress=progress)
+    y = np.array([e.label for e in ex])
+    tr = np.array([i not in val for i in range(len(ex))])
+    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(X[tr], y[tr])
+    p_val = clf.predict_proba(X[~tr])[:, 1]
+    y_val = y[~tr]
+    cands = np.unique(p_val)
+    j = [(p_val[y_val == 1] >= t).mean() - (p_val[y_val == 0] >= t).mean() for t in cands]
+    thr = float(cands[int(np.argmax(j))])
+    f = EmbeddingFilter(tuple(float(w) for w in clf.coef_[0]), float(clf.intercept_[0]), thr)
+    jbb = [r["Goal"] for r in jbb_behaviors(data_dir, "harmful")]
+    xs_safe = [r["prompt"] for r in xstest(data_dir, "odd", "safe")]
+    xs_unsafe = [r["prompt"] for r in xstest(data_dir, "odd", "unsafe")]
+    report = {
+        "n_train": int(tr.sum()), "n_val": int((~tr).sum()),
+        "train_sources": {s: sum(e.source == s for e in ex) for s in sorted({e.source for e in ex})},
+        "val_tpr": float((p_val[y_val == 1] >= thr).mean()), "val_fpr": float((p_val[y_val == 0] >= thr).mean()),
+        "jbb_goals_fnr": 1.0 - float(np.mean(f.flag(jbb))),
+        "xstest_odd_safe_fpr": float(np.mean(f.flag(xs_safe))),
+        "xstest_odd_unsafe_fnr": 1.0 - float(np.mean(f.flag(xs_unsafe))),
+        "c": c, "seed": seed, "val_frac": val_frac, "threshold": thr, "command": command,
+    }
+    return EmbeddingFilter(f.coef, f.intercept, thr, report), report

@@ -1,0 +1,128 @@
+"""Passage retrieval: BEIR data, a first stage (BM25 or MiniLM dense), and re-ranking its top-k with a scorer.
+
+``index`` of a first-stage hit is the document's position in the corpus, ``id`` its corpus id; after
+re-ranking, ``index`` is the hit's position in the first-stage list.
+
+The first stage is BM25 from ``bm25s`` (Lucene-style BM25, English stop words, no stemming) or dense
+retrieval with the embedded all-MiniLM-L6-v2 (:mod:`trlm.core.embed`: mean pooling + L2 norm, cosine = dot).
+Re-ranking scores each of the top-k passages with any scorer built for ``task="retrieval"``; TRLM scorers
+then use Table 7's retrieval prompts (``{D} has an answer to {Q}`` for TRLM-Fo, ``{Q} is answered by {D}``
+for TRLM-Ba) and ``forward-mean`` is the baseline mean log P(D | Q). Ties keep the first-stage order.
+
+    >>> from trlm.retrieve import load_beir
+    >>> from trlm.scoring import make_scorer
+    >>> data = load_beir("../shared/data/retrieval_agentset/msmarco_trecdl19_subset")
+    >>> index = build_index("bm25", data.corpus)
+    >>> sc = make_scorer("trlm-fo", task="retrieval", max_response_tokens=300)
+    >>> hits = retrieve("what is a corporation?", index, data.corpus, k=30, scorer=sc)
+    >>> hits[0].id, hits[0].score
+    ('...', ...)
+
+Run from the shell: ``trlm retrieve "what is a corporation?" --first-stage bm25 --k 30 --scorer trlm-fo``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, Sequence
+
+import numpy as np
+
+from trlm.core.ranking import Ranked, rank_by_score
+from trlm.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+FirstStage = Literal["bm25", "dense"]
+FIRST_STAGES: tuple[str, ...] = ("bm25", "dense")
+
+
+# ---------------------------------------------------------------------------------------------- first stage
+
+class BM25Index:
+    """``bm25s`` over a corpus (Lucene BM25, k1=1.5, b=0.75, English stop words)."""
+
+    def __init__(self, corpus: dict[str, str]):
+        import bm25s
+
+        if not corpus:
+            raise ValueError("cannot index an empty corpus")
+        self.ids = list(corpus)
+        self.retriever = bm25s.BM25()
+        self.retriever.index(bm25s.tokenize([corpus[i] for i in self.ids], stopwords="en", show_progress=False),
+                             show_progress=False)
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[Ranked]]:
+        import bm25s
+
+        k = min(k, len(self.ids))
+        toks = bm25s.tokenize(list(queries), stopwords="en", show_progress=False)
+        docs, scores = self.retriever.retrieve(toks, k=k, show_progress=False, n_threads=1)  # (Q, k) each
+        return [[Ranked(int(d), float(s), id=self.ids[int(d)]) for d, s in zip(dr, sr)] for dr, sr in zip(docs, scores)]
+
+
+class DenseIndex:
+    """Cosine similarity of MiniLM embeddings (exact search over the whole corpus)."""
+
+    def __init__(self, corpus: dict[str, str], progress: bool = False):
+        from trlm.core.embed import embed
+
+        if not corpus:
+            raise ValueError("cannot index an empty corpus")
+        self.ids = list(corpus)
+        self.emb = embed([corpus[i] for i in self.ids], progress=progress)  # (N, 384), unit rows
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[Ranked]]:
+        from trlm.core.embed import embed
+
+        sims = embed(list(queries)) @ self.emb.T  # (Q, N)
+        k = min(k, len(self.ids))
+        out = []
+        for row in sims:
+            top = np.argsort(-row, kind="stable")[:k]
+            out.append([Ranked(int(j), float(row[j]), id=self.ids[int(j)]) for j in top])
+        return out
+
+
+def build_index(first_stage: str, corpus: dict[str, str], progress: bool = False) -> BM25Index | DenseIndex:
+    if first_stage == "bm25":
+        return BM25Index(corpus)
+    if first_stage == "dense":
+        return DenseIndex(corpus, progress=progress)
+    raise ValueError(f"unknown first stage {first_stage!r}; choose from {', '.join(FIRST_STAGES)}")
+
+
+# ---------------------------------------------------------------------------------------------- re-ranking
+
+def rerank_hits(
+    queries: Sequence[str],
+    hits: Sequence[Sequence[Ranked]],
+    corpus: dict[str, str],
+    scorer: Scorer,
+    progress: bool = False,
+) -> list[list[Ranked]]:
+    """Re-score each query's first-stage hits with ``scorer`` (one batched call) and sort best-first.
+
+    Ties keep the first-stage order. The scorer cuts passages to its ``max_response_tokens``.
+    """
+    if len(queries) != len(hits):
+        raise ValueError(f"{len(queries)} queries but {len(hits)} hit lists")
+    items = [(q, [corpus[h.id] for h in hs]) for q, hs in zip(queries, hits)]
+    scores = scorer.score_many(items, progress=progress)
+    return [rank_by_score(sc, ids=[h.id for h in hs]) for hs, sc in zip(hits, scores)]
+
+
+def retrieve(
+    query: str,
+    index: BM25Index | DenseIndex,
+    corpus: dict[str, str],
+    k: int = 100,
+    scorer: Scorer | None = None,
+) -> list[Ranked]:
+    """First-stage top ``k`` for ``query``, re-ranked by ``scorer`` when one is given."""
+    if not query.strip():
+        raise ValueError("query is empty")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    hits = index.search([query], k)
+    return rerank_hits([query], hits, corpus, scorer)[0] if scorer is not None else hits[0]

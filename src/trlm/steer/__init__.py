@@ -1,0 +1,1 @@
+"""AxBench-style concept detection and steering over forward hooks. Empty until that issue lands."""

@@ -1,0 +1,213 @@
+"""Citation search: linear, binary and exclusion search on hand-made sources where the answer is known."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trlm.cite.bench import claim_metrics, load_wice, run_bench_cite, split_cnndm
+from trlm.cite.search import JOINER, binary_search, cite_file, exclusion_search, join_span, linear_search
+from trlm.core.io import InputError
+from trlm.scoring import Scorer
+
+
+class KeyScorer(Scorer):
+    """Stub: a span scores 1 per 'KEY' it contains, minus a tiny length penalty; records every call."""
+
+    name = "key-stub"
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def score_many(self, items, progress=False):
+        out = []
+        for _, spans in items:
+            self.calls.append(list(spans))
+            out.append([s.count("KEY") - 1e-3 * len(s) for s in spans])
+        return out
+
+
+class TableScorer(Scorer):
+    """Stub with hand-set scores per exact span text."""
+
+    name = "table-stub"
+
+    def __init__(self, table: dict[str, float]):
+        self.table = table
+
+    def score_many(self, items, progress=False):
+        return [[self.table[s] for s in spans] for _, spans in items]
+
+
+def doc(n: int, key_at: int) -> list[str]:
+    return [f"Sentence {i} says KEY." if i == key_at else f"Filler {i}." for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------ linear
+
+def test_linear_ranks_by_hand_set_scores():
+    sents = ["a.", "b.", "c.", "d."]
+    ranked = linear_search("claim", sents, TableScorer({"a.": -3.0, "b.": -1.0, "c.": -1.0, "d.": -2.0}))
+    assert [c.index for c in ranked] == [1, 2, 3, 0]  # tie between b and c: the earlier sentence first
+    assert ranked[0].score == -1.0
+
+
+# ------------------------------------------------------------------------------------------ binary
+
+@pytest.mark.parametrize("n,key", [(8, 5), (7, 0), (7, 6), (1, 0), (13, 9)])
+def test_binary_finds_the_key_sentence(n, key):
+    sc = KeyScorer()
+    span = binary_search("claim", doc(n, key), sc)
+    assert (span.start, span.end) == (key, key + 1)
+    assert span.path[0] == (0, n) and span.path[-1] == (key, key + 1)
+    assert all(e - s >= e2 - s2 for (s, e), (s2, e2) in zip(span.path, span.path[1:]))  # spans shrink
+    assert span.calls == (1 if n == 1 else 2 * (len(span.path) - 1))
+
+
+def test_binary_halves_and_joiner():
+    sc = KeyScorer()
+    sents = doc(8, 5)
+    binary_search("claim", sents, sc)
+    # m = s + ceil((t - s) / 2): first call compares [0, 4) with [4, 8), each joined by one space
+    assert sc.calls[0] == [JOINER.join(sents[:4]), JOINER.join(sents[4:])]
+    assert sc.calls[1] == [join_span(sents, 4, 6), join_span(sents, 6, 8)]
+
+
+def test_binary_tie_goes_right_and_stops_at_min_sentences():
+    sents = ["a.", "b.", "c.", "d."]
+    span = binary_search("claim", sents, TableScorer({"a. b.": 0.0, "c. d.": 0.0}), min_sentences=2)
+    assert (span.start, span.end) == (2, 4)  # the left half wins only when strictly higher (Alg. 8)
+    span = binary_search("claim", doc(9, 2), KeyScorer(), min_sentences=3)
+    assert span.end - span.start <= 3 and span.start <= 2 < span.end
+
+
+def test_span_within_gives_widest_short_span():
+    span = binary_search("claim", doc(16, 11), KeyScorer())
+    assert span.path == ((0, 16), (8, 16), (8, 12), (10, 12), (11, 12))
+    assert span.within(3) == (10, 12)
+    assert span.within(4) == (8, 12)
+    assert span.within(1) == (11, 12)
+
+
+# ------------------------------------------------------------------------------------------ exclusion
+
+def test_exclusion_lowest_picks_the_supporting_sentence():
+    sents = doc(6, 3)
+    ranked = exclusion_search("claim", sents, KeyScorer())
+    assert ranked[0].index == 3  # removing the KEY sentence hurts the score most
+    assert ranked[0].score < ranked[1].score
+
+
+def test_exclusion_highest_follows_the_pseudo_code():
+    sents = doc(6, 3)
+    ranked = exclusion_search("claim", sents, KeyScorer(), pick="highest")
+    assert ranked[-1].index == 3
+    assert ranked[0].index != 3
+
+
+def test_exclusion_scores_the_source_without_each_sentence():
+    sc = KeyScorer()
+    sents = ["a.", "b.", "c."]
+    exclusion_search("claim", sents, sc)
+    assert sc.calls[0] == ["b. c.", "a. c.", "a. b."]
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+@pytest.mark.parametrize("claim,sents,msg", [
+    ("", ["a."], "claim is empty"),
+    ("c", [], "no sentences"),
+    ("c", ["a.", "  "], "sentence 1"),
+])
+def test_bad_inputs_raise(claim, sents, msg):
+    for search in (linear_search, binary_search, exclusion_search):
+        with pytest.raises(ValueError, match=msg):
+            search(claim, sents, KeyScorer())
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match="min_sentences"):
+        binary_search("c", ["a."], KeyScorer(), min_sentences=0)
+    with pytest.raises(ValueError, match="pick"):
+        exclusion_search("c", ["a.", "b."], KeyScorer(), pick="middle")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least two"):
+        exclusion_search("c", ["a."], KeyScorer())
+
+
+# ------------------------------------------------------------------------------------------ metrics, data
+
+def test_claim_metrics_hand_computed():
+    gold = (frozenset({2, 5}), frozenset({7}))
+    assert claim_metrics([5, 0, 1], gold) == (1.0, 0.5)
+    assert claim_metrics([0, 7, 1], gold) == (0.0, 1.0)
+    assert claim_metrics([0, 2, 5, 7], gold) == (0.0, 1.0)
+    assert claim_metrics([1, 3, 4, 2], gold) == (0.0, 0.0)
+
+
+def _wice(tmp_path, rows):
+    p = tmp_path / "wice.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def _row(label="supported", sets=((1,),), claim="KEY claim", n=4, key=1):
+    return {"label": label, "supporting_sentences": [list(s) for s in sets], "claim": claim,
+            "evidence": doc(n, key), "meta": {}}
+
+
+def test_load_wice_skips_not_supported_and_checks_indices(tmp_path):
+    p = _wice(tmp_path, [_row(), _row("not_supported", ()), _row("partially_supported", ((0, 2),))])
+    claims = load_wice(p)
+    assert [c.label for c in claims] == ["supported", "partially_supported"]
+    assert claims[1].gold == (frozenset({0, 2}),)
+    with pytest.raises(InputError, match="row 1: a supporting sentence index"):
+        load_wice(_wice(tmp_path, [_row(sets=((9,),))]))
+    with pytest.raises(InputError, match=":1: missing field 'evidence'"):
+        load_wice(_wice(tmp_path, [{"label": "supported", "claim": "x", "supporting_sentences": []}]))
+
+
+def test_bench_cite_wice_shape(tmp_path):
+    p = _wice(tmp_path, [_row(key=1, sets=((1,),)), _row("partially_supported", key=2, sets=((2,), (0, 3)))])
+    res = run_bench_cite(p, tmp_path / "out", scorers=["length"], searches=["linear", "binary"])
+    assert set(res) == {"bm25", "minilm", "linear/length", "binary/length"}
+    for r in res.values():
+        assert set(r) >= {"top1", "recall@3", "n_claims", "supported", "partially_supported"}
+        assert r["n_claims"] == 2 and r["supported"]["n_claims"] == 1
+    assert res["bm25"]["top1"] == 1.0  # the claim shares the rare word KEY only with the gold sentence
+    assert json.loads((tmp_path / "out" / "results.json").read_text()) == res
+    assert "| linear/length |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_cite_file_roundtrip_and_errors(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"claim": "KEY", "sentences": doc(5, 4)}) + "\n")
+    assert cite_file(src, tmp_path / "out.jsonl", KeyScorer(), search="binary") == 1
+    row = json.loads((tmp_path / "out.jsonl").read_text())
+    assert row["cited"] == [4] and row["search"] == "binary"
+    src.write_text(json.dumps({"claim": "KEY", "sentences": ["a", ""]}) + "\n")
+    with pytest.raises(InputError, match="row 1: source sentence 1"):
+        cite_file(src, tmp_path / "out.jsonl", KeyScorer())
+    with pytest.raises(ValueError, match="unknown search"):
+        cite_file(src, tmp_path / "out.jsonl", KeyScorer(), search="ternary")
+
+
+def test_split_cnndm():
+    assert split_cnndm("<t> a cat sat . it purred ! </t>") == ["a cat sat .", "it purred !"]
+    assert split_cnndm("<t> first one .second one .third . </t>") == ["first one .", "second one .", "third ."]
+    assert split_cnndm("pi is 3.14 . yes") == ["pi is 3.14 .", "yes"]
+
+
+# ------------------------------------------------------------------------------------------ real model
+
+def test_trlm_fo_cites_the_supporting_sentence(smol):
+    from trlm.scoring import make_scorer
+
+    sc = make_scorer("trlm-fo", smol, task="citation")
+    claim = "The Eiffel Tower is located in Paris."
+    sents = ["Bananas are yellow fruits.", "The stock market fell on Monday.",
+             "The Eiffel Tower stands on the Champ de Mars in Paris, France.", "Cats sleep for most of the day."]
+    assert linear_search(claim, sents, sc)[0].index == 2
+    span = binary_search(claim, sents, sc)
+    assert (span.start, span.end) == (2, 3)
+    assert exclusion_search(claim, sents, sc)[0].index == 2

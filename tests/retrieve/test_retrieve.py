@@ -1,0 +1,190 @@
+"""Retrieval: BEIR loading, first stages, re-ranking, IR metrics against hand-computed values, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from trlm.core.io import InputError
+from trlm.retrieve.metrics import evaluate
+from trlm.core.ranking import Ranked
+from trlm.retrieve import BM25Index, DenseIndex, load_beir, read_qrels, rerank_hits, retrieve
+from trlm.scoring import Scorer
+
+CORPUS = {
+    "d1": "Paris is the capital and largest city of France.",
+    "d2": "Bananas are yellow fruits that are rich in potassium.",
+    "d3": "The python is a large snake that kills its prey by constriction.",
+    "d4": "The stock market fell sharply on Monday after the report.",
+    "d5": "Berlin is the capital of Germany.",
+}
+
+
+def write_beir(root, header: bool = False):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": k, "title": "", "text": v}) + "\n"
+                                               for k, v in CORPUS.items()))
+    queries = {"q1": "What is the capital of France?", "q2": "snake that squeezes prey", "q3": "unjudged"}
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": k, "text": v}) + "\n" for k, v in queries.items()))
+    (root / "qrels").mkdir(exist_ok=True)
+    lines = (["query-id\tcorpus-id\tscore"] if header else []) + ["q1\td1\t2", "q1\td5\t0", "q2\td3\t1"]
+    (root / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+def test_metrics_hand_computed():
+    qrels = {"q": {"d1": 3, "d2": 1}}
+    r = evaluate({"q": ["d2", "x", "d1"]}, qrels)
+    # DCG = 1/log2(2) + 3/log2(4) = 2.5; IDCG = 3 + 1/log2(3)
+    assert r["ndcg@10"] == pytest.approx(2.5 / (3 + 1 / math.log2(3)))
+    # exponential gains 2^g - 1: DCG = 1 + 7/2; IDCG = 7 + 1/log2(3)
+    assert r["ndcg@10_exp"] == pytest.approx(4.5 / (7 + 1 / math.log2(3)))
+    assert (r["p@1"], r["r@10"], r["mrr@10"], r["n_queries"]) == (1.0, 1.0, 1.0, 1)
+    r2 = evaluate({"q": ["d2", "x", "d1"]}, qrels, min_rel=2)  # grade 1 no longer relevant
+    assert (r2["p@1"], r2["r@10"], r2["mrr@10"]) == (0.0, 1.0, pytest.approx(1 / 3))
+
+
+def test_metrics_average_over_queries_and_empty_ranking_counts_zero():
+    qrels = {"a": {"d1": 1, "d2": 1}, "b": {"z": 1}}
+    r = evaluate({"a": ["x", "d1"], "b": []}, qrels)
+    assert r["r@10"] == pytest.approx((0.5 + 0.0) / 2)
+    assert r["mrr@10"] == pytest.approx((0.5 + 0.0) / 2)
+    assert r["p@1"] == 0.0 and r["n_queries"] == 2
+
+
+def test_metrics_cutoff_and_rank_order_not_scores():
+    qrels = {"q": {"rel": 1}}
+    assert evaluate({"q": [f"x{i}" for i in range(10)] + ["rel"]}, qrels)["mrr@10"] == 0.0
+    # doc ids sort differently from ranks: the rank order given is what counts
+    assert evaluate({"q": ["zzz", "rel"]}, qrels)["mrr@10"] == 0.5
+
+
+def test_metrics_errors():
+    with pytest.raises(ValueError, match="without relevant judgments"):
+        evaluate({"q": ["d"]}, {"other": {"d": 1}})
+    with pytest.raises(ValueError, match="twice"):
+        evaluate({"q": ["d", "d"]}, {"q": {"d": 1}})
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+@pytest.mark.parametrize("header", [False, True])
+def test_load_beir_with_and_without_qrels_header(tmp_path, header):
+    ds = load_beir(write_beir(tmp_path / "beir", header=header))
+    assert ds.corpus["d3"].startswith("The python")
+    assert ds.qrels == {"q1": {"d1": 2, "d5": 0}, "q2": {"d3": 1}}
+    assert ds.judged_queries == ["q1", "q2"]
+
+
+def test_qrels_trec_format_and_errors(tmp_path):
+    p = tmp_path / "q.tsv"
+    p.write_text("q1 0 d1 2\nq1 0 d2 0\n")
+    assert read_qrels(p) == {"q1": {"d1": 2, "d2": 0}}
+    p.write_text("q1\td1\t1\nq1\td2\tvery\n")
+    with pytest.raises(InputError, match=r"q.tsv:2: score 'very'"):
+        read_qrels(p)
+    p.write_text("q1\td1\n")
+    with pytest.raises(InputError, match=":1: expected 3"):
+        read_qrels(p)
+
+
+def test_load_beir_bad_inputs(tmp_path):
+    root = write_beir(tmp_path / "beir")
+    (root / "corpus.jsonl").write_text('{"_id": "d1", "text": "ok"}\n{"_id": "d2"}\n')
+    with pytest.raises(InputError, match=r"corpus.jsonl:2: missing field 'text'"):
+        load_beir(root)
+    with pytest.raises(InputError, match="BEIR data folder not found"):
+        load_beir(tmp_path / "nowhere")
+    root = write_beir(tmp_path / "beir2")
+    (root / "qrels" / "test.tsv").write_text("qX\td1\t1\n")
+    with pytest.raises(InputError, match="not in queries.jsonl"):
+        load_beir(root)
+
+
+# ------------------------------------------------------------------------------------------ first stage, rerank
+
+def test_bm25_finds_the_lexical_match():
+    hits = BM25Index(CORPUS).search(["python snake constriction", "capital of France"], k=3)
+    assert hits[0][0].id == "d3" and hits[1][0].id == "d1"
+    assert len(hits[0]) == 3 and hits[0][0].score >= hits[0][1].score
+
+
+def test_dense_minilm_finds_the_semantic_match():
+    hits = DenseIndex(CORPUS).search(["Which fruit contains a lot of potassium?"], k=2)[0]
+    assert hits[0].id == "d2"
+    assert -1.0 <= hits[1].score <= hits[0].score <= 1.0
+
+
+class TableScorer(Scorer):
+    name = "table-stub"
+
+    def __init__(self, table):
+        self.table = table
+
+    def score_many(self, items, progress=False):
+        return [[self.table[d] for d in docs] for _, docs in items]
+
+
+def test_rerank_hits_orders_by_score_and_keeps_first_stage_order_on_ties():
+    hits = [[Ranked(k, 9.0 - k, id=f"d{k + 1}") for k in range(4)]]
+    table = {CORPUS["d1"]: -5.0, CORPUS["d2"]: -1.0, CORPUS["d3"]: -5.0, CORPUS["d4"]: -2.0}
+    out = rerank_hits(["q"], hits, CORPUS, TableScorer(table))[0]
+    assert [r.id for r in out] == ["d2", "d4", "d1", "d3"]
+    assert out[0] == Ranked(1, -1.0, id="d2")  # index: its place in the first-stage list
+    with pytest.raises(ValueError, match="1 queries but 2"):
+        rerank_hits(["q"], hits * 2, CORPUS, TableScorer(table))
+
+
+def test_retrieve_errors():
+    idx = BM25Index(CORPUS)
+    with pytest.raises(ValueError, match="query is empty"):
+        retrieve("  ", idx, CORPUS)
+    with pytest.raises(ValueError, match="k must be"):
+        retrieve("paris", idx, CORPUS, k=0)
+
+
+def test_trlm_fo_reranks_the_answer_first(smol):
+    from trlm.scoring import make_scorer
+
+    sc = make_scorer("trlm-fo", smol, task="retrieval")
+    out = retrieve("What is the capital of France?", BM25Index(CORPUS), CORPUS, k=5, scorer=sc)
+    assert out[0].id == "d1"
+    assert sorted(r.id for r in out) == sorted(CORPUS)
+
+
+# ------------------------------------------------------------------------------------------ benchmark and CLI
+
+def test_bench_retrieve_shape(tmp_path):
+    from trlm.retrieve.bench import run_bench_retrieve
+
+    res = run_bench_retrieve(write_beir(tmp_path / "beir"), tmp_path / "out", k=3, scorers=["length"], chunk=1,
+                             progress=False)
+    assert set(res) == {"bm25", "minilm", "bm25+length"}
+    for r in res.values():
+        assert set(r) >= {"ndcg@10", "p@1", "r@10", "mrr@10", "n_queries"} and r["n_queries"] == 2
+    assert res["bm25"]["p@1"] == 1.0  # both judged queries have their relevant passage lexically matched
+    assert json.loads((tmp_path / "out" / "results.json").read_text()) == res
+    assert (tmp_path / "out" / "runs" / "bm25+length.jsonl").exists()
+    assert "| bm25+length |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_cli_help_lists_flags_and_an_unknown_scorer_is_a_one_line_error():
+    from typer.testing import CliRunner
+
+    from trlm.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["bench", "retrieve", "--help"]).output
+    for flag in ("--data", "--first-stage", "--k", "--scorers", "--limit-queries", "--out"):
+        assert flag in out
+    out = runner.invoke(app, ["bench", "cite", "--help"]).output
+    for flag in ("--data", "--out", "--limit", "--scorers", "--searches"):
+        assert flag in out
+    bad = runner.invoke(app, ["bench", "retrieve", "--scorers", "trlm-fo,nope", "--out", "unused"])
+    assert bad.exit_code == 2
+    assert bad.stderr.strip().splitlines() == ["trlm: error: --scorers: unknown nope; choose from " + ", ".join(
+        __import__("trlm.scoring", fromlist=["SCORERS"]).SCORERS)]
