@@ -39,9 +39,8 @@ def ba_smol():
     return Engine.load("trlm-ba-smol", dtype="float32", device="cpu")
 
 
-@pytest.fixture(scope="session")
-def tiny_reverse_dir(tmp_path_factory, smol):
-    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, saved as a reverse-order checkpoint."""
+def _tiny_checkpoint(tmp_path_factory, smol, order: str):
+    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer, saved as a checkpoint of ``order``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from trlm.core.checkpoint import save_pretrained
@@ -49,12 +48,23 @@ def tiny_reverse_dir(tmp_path_factory, smol):
     torch.manual_seed(0)
     tok = smol.tokenizer
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
     model = LlamaForCausalLM(cfg)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny-reverse"
-    save_pretrained(model, tok, path, "reverse", description="test fixture")
+    path = tmp_path_factory.mktemp("ckpt") / f"tiny-{order}"
+    save_pretrained(model, tok, path, order, description="test fixture")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_reverse_dir(tmp_path_factory, smol):
+    return _tiny_checkpoint(tmp_path_factory, smol, "reverse")
+
+
+@pytest.fixture(scope="session")
+def tiny_forward_dir(tmp_path_factory, smol):
+    """The same random model as a forward checkpoint: a weak drafter for the embedded model."""
+    return _tiny_checkpoint(tmp_path_factory, smol, "forward")
 
 
 class ChatStub:

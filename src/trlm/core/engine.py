@@ -29,7 +29,7 @@ import torch
 
 from trlm.core.checkpoint import ModelError
 from trlm.core.models import LoadedModel, load_model
-from trlm.core.sampling import sample_next
+from trlm.core.sampling import sample_next, wmh_sample_logits
 from trlm.core.schema import DecodeState, Direction, GenArgs, Generation, LogLik, Request
 
 log = logging.getLogger(__name__)
@@ -282,14 +282,18 @@ class Engine:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         return DecodeState(out.cache, mask, pos[:, -1] + 1), out.logits[:, -1]
 
-    def decode_step(self, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
-        """Append ``tokens`` (B, k) to every row of ``state``; one forward; logits (B, k, V) after each token."""
+    def decode_step(self, state: DecodeState, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Append ``tokens`` (B, k) to every row of ``state``; one forward; logits (B, k, V) after each token.
+
+        ``valid`` (B, k) marks the real tokens of ragged rows (the rest is padding: masked, no position used).
+        """
         B, k = tokens.shape
-        state.mask = torch.cat([state.mask, torch.ones((B, k), dtype=state.mask.dtype, device=state.mask.device)], 1)
-        pos = state.next_pos[:, None] + torch.arange(k, device=tokens.device)  # (B, k)
+        v = torch.ones_like(tokens) if valid is None else valid.to(tokens.dtype)  # (B, k)
+        state.mask = torch.cat([state.mask, v.to(state.mask.dtype)], 1)
+        pos = state.next_pos[:, None] + v.cumsum(-1) - v  # (B, k): consecutive positions for the real tokens
         out = self.model(input_ids=tokens, attention_mask=state.mask, position_ids=pos, cache=state.cache,
                          use_cache=True)
-        state.cache, state.next_pos = out.cache, state.next_pos + k
+        state.cache, state.next_pos = out.cache, state.next_pos + v.sum(-1)
         return out.logits
 
     def sample(self, logits: torch.Tensor, args: GenArgs, seed: torch.Tensor, sample: torch.Tensor,
@@ -297,9 +301,10 @@ class Engine:
         """The one sampler every generated token comes from: next ids (B,) from logits (B, V).
 
         Noise is keyed by (seed, sample index, step, token); ``seed``, ``sample`` and ``step`` are (B,) int64.
+        ``args.sampler`` picks Gumbel-max (default) or Weighted MinHash over the same processed distribution.
         """
-        return sample_next(logits, seed=seed, seq=sample, pos=step, temperature=args.temperature, top_k=args.top_k,
-                           top_p=args.top_p)
+        kw = dict(seed=seed, seq=sample, pos=step, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+        return wmh_sample_logits(logits, **kw) if args.sampler == "wmh" else sample_next(logits, **kw)
 
     def encode_prompt(self, prompt: str, direction: str | None = None) -> list[int]:
         """Model-order ids of a generation prompt: ``[start] + tok(prompt)`` (reversed for a reverse model)."""
@@ -328,6 +333,12 @@ class Engine:
         seed and the settings only — not on the other prompts of the call, their order, or the batch size.
         """
         d = self.resolve_direction(direction)
+        return self.run_generation(prompts, args, d, seeds, self._generate_batch, progress)
+
+    def run_generation(self, prompts: Sequence[str], args: GenArgs, d: Direction, seeds: Sequence[int] | None,
+                       run_batch, progress: bool = False, desc: str = "generating") -> list[list[Generation]]:
+        """Encode prompts into one row per (prompt, sample), batch the rows by a token budget, and call
+        ``run_batch(rows, args, d) -> [Generation]`` on each batch (plain or speculative decoding)."""
         if seeds is not None and len(seeds) != len(prompts):
             raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts; pass one seed per prompt")
         items = []
@@ -339,9 +350,9 @@ class Engine:
             seed = args.seed if seeds is None else int(seeds[i])
             items += [_Item(i * args.n + j, ids, sample=j, seed=seed) for j in range(args.n)]
         out: list[Generation | None] = [None] * len(items)
-        bar = _progress(len(items), "generating", progress)
+        bar = _progress(len(items), desc, progress)
         for batch in self._batches(items, lambda it: len(it.prefix) + args.max_new_tokens):
-            for it, g in zip(batch, self._generate_batch(batch, args, d)):
+            for it, g in zip(batch, run_batch(batch, args, d)):
                 out[it.index] = g
             bar.update(len(batch))
         bar.close()

@@ -4,7 +4,8 @@ Noise is a deterministic function of ``(seed, sequence, position, token)``: no g
 does not depend on batch composition, batch order or device, and two parties that share only the seed draw
 the same noise (what drafter-invariant speculative decoding needs).
 
-Sampling uses the Gumbel-max trick: ``argmax_v (logits_v / T + G_v)`` with ``G_v = -log(-log U_v)`` is an exact
+Two samplers: Gumbel-max (the default) and Weighted MinHash (``sampler="wmh"``), both exact samples of the
+processed distribution and both pure functions of the noise keys. Sampling uses the Gumbel-max trick: ``argmax_v (logits_v / T + G_v)`` with ``G_v = -log(-log U_v)`` is an exact
 sample from ``softmax(logits / T)``. Top-k / top-p set excluded logits to ``-inf`` first.
 """
 
@@ -24,6 +25,9 @@ def _as_i64(c: int) -> int:
 _C_SEED, _C_SEQ, _C_POS, _C_TOK = (_as_i64(c) for c in (
     0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93))
 _C_STREAM = _as_i64(0xA24BAED4963EE407)
+# Noise streams over the same keys: 0 the Gumbel sampler; 1, 2 WMH dart token / height; 3, 4 the Leviathan
+# baseline's acceptance uniforms and residual noise (independent of the draft noise, pitfall A.5.2).
+STREAM_GUMBEL, STREAM_DART_TOKEN, STREAM_DART_HEIGHT, STREAM_ACCEPT, STREAM_RESIDUAL = 0, 1, 2, 3, 4
 _M1, _M2 = _as_i64(0xFF51AFD7ED558CCD), _as_i64(0xC4CEB9FE1A85EC53)
 
 
@@ -106,3 +110,70 @@ def sample_next(
     filtered = filter_logits(logits, top_k, top_p) / temperature
     g = gumbel_noise(seed, seq, pos, logits.shape[-1]).to(filtered.device)
     return (filtered + g).argmax(-1)
+
+
+def _keys(seq, pos, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Broadcast seq / pos (ints or (B,) tensors) to int64 tensors of shape (B,)."""
+    out = []
+    for name, x in (("seq", seq), ("pos", pos)):
+        x = torch.as_tensor(x, dtype=torch.int64, device=device)
+        if x.dim() > 1 or (x.dim() == 1 and x.shape[0] not in (1, batch)):
+            raise ValueError(f"{name} must be an int or a ({batch},) tensor; got shape {tuple(x.shape)}")
+        out.append(x.expand(batch).contiguous())
+    return out[0], out[1]
+
+
+def wmh_sample(probs: torch.Tensor, *, seed: int | torch.Tensor, seq: torch.Tensor, pos: torch.Tensor,
+               chunk: int | None = None, max_darts: int | None = None) -> torch.Tensor:
+    """Weighted MinHash with counter-based darts. probs (B, V) -> tokens (B,) int64.
+
+    Dart k (k = 0, 1, ...) for row b has token i_k = floor(u1 * V) and height h_k = u2, with u1, u2 from
+    streams 1 and 2 at key (seed, seq[b], pos[b], k). The sample is i_{k*}, k* = first k with h_k < probs[i_k],
+    so Pr[token = i] is proportional to probs[i] (rows should sum to 1; about V darts per sample). Darts are
+    generated in chunks (default 4 * V) and only rows without a hit yet are continued, so the result does not
+    depend on the chunk size or the batch composition. Raises RuntimeError after ``max_darts`` (default 100 * V;
+    Pr[miss] ~ exp(-100) for a normalised row) and ValueError for rows with no positive mass.
+    """
+    probs = torch.as_tensor(probs).to(torch.float64)
+    if probs.dim() != 2:
+        raise ValueError(f"probs must have shape (B, V); got {tuple(probs.shape)}")
+    batch, vocab = probs.shape
+    if bool((probs < 0).any()) or not bool(torch.isfinite(probs).all()):
+        raise ValueError("probs must be finite and non-negative")
+    empty = probs.sum(-1) <= 0  # (B,)
+    if bool(empty.any()):
+        raise ValueError(f"wmh_sample: rows {empty.nonzero().flatten().tolist()} have no positive mass; "
+                         "no dart can ever hit")
+    seq, pos = _keys(seq, pos, batch, probs.device)
+    seeds = torch.as_tensor(seed, dtype=torch.int64, device=probs.device).expand(batch)  # (B,) per-row seeds
+    chunk = int(chunk or 4 * vocab)
+    max_darts = int(max_darts or 100 * vocab)
+    out = torch.full((batch,), -1, dtype=torch.int64, device=probs.device)  # (B,)
+    active = torch.arange(batch, device=probs.device)  # rows still without a hit
+    start = 0
+    while active.numel():
+        if start >= max_darts:
+            raise RuntimeError(f"wmh_sample: no dart hit within max_darts={max_darts} for rows {active.tolist()}")
+        k = torch.arange(start, min(start + chunk, max_darts), device=probs.device)  # (C,) global dart numbers
+        r, s, t = seeds[active], seq[active], pos[active]
+        tok = (hash_uniform(r, s, t, k, STREAM_DART_TOKEN) * vocab).long().clamp_(max=vocab - 1)  # (A, C)
+        height = hash_uniform(r, s, t, k, STREAM_DART_HEIGHT)  # (A, C)
+        hit = height < probs[active].gather(1, tok)  # (A, C)
+        found = hit.any(-1)  # (A,)
+        first = hit.to(torch.int8).argmax(-1)  # (A,) index of the first True (0 if none)
+        out[active[found]] = tok[found, first[found]]
+        active = active[~found]
+        start += k.numel()
+    return out
+
+
+def wmh_sample_logits(logits: torch.Tensor, *, seed: int | torch.Tensor, seq: torch.Tensor, pos: torch.Tensor,
+                      temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, **wmh_kw) -> torch.Tensor:
+    """WMH on the same processed distribution as ``sample_next``: softmax(filter_logits(logits) / T) in float64.
+
+    logits (B, V) -> tokens (B,); temperature 0 is greedy argmax (same as ``sample_next``).
+    """
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = (filter_logits(logits, top_k, top_p) / temperature).to(torch.float64).softmax(-1)  # (B, V)
+    return wmh_sample(probs, seed=seed, seq=seq, pos=pos, **wmh_kw)

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 
 Direction = Literal["forward", "reverse"]
+SAMPLERS: tuple[str, ...] = ("gumbel", "wmh")
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,11 @@ class GenArgs:
     n: int = 1
     seed: int = 0
     stop: tuple[str, ...] = ()
+    sampler: str = "gumbel"  # gumbel (Gumbel-max) or wmh (Weighted MinHash): both exact, both keyed by the seed
 
     def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0:
@@ -92,6 +96,16 @@ class DecodeState:
             self.cache.crop(-drop)
             self.next_pos = self.next_pos - self.mask[:, length:].sum(-1)
             self.mask = self.mask[:, :length]
+
+    def keep_tail(self, n: int, keep: torch.Tensor) -> None:
+        """Among the last ``n`` columns, keep in row b only its first ``keep[b]`` real tokens; mask the rest, and
+        drop trailing columns that no row keeps. Rows then continue after their kept tokens (``next_pos``)."""
+        tail = self.mask[:, -n:]  # (B, n)
+        kept = tail * (tail.cumsum(-1) <= keep[:, None]).to(tail.dtype)
+        self.next_pos = self.next_pos - (tail.sum(-1) - kept.sum(-1))
+        self.mask = torch.cat([self.mask[:, :-n], kept], 1)
+        used = self.mask.any(0).nonzero()
+        self.rollback(int(used[-1]) + 1 if used.numel() else 1)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) the given rows, in that order: (B',) indices."""

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from trlm.core.sampling import filter_logits, hash_uniform, sample_next
-
-STREAM_GUMBEL, STREAM_DART_TOKEN, STREAM_DART_HEIGHT, STREAM_ACCEPT, STREAM_RESIDUAL = 0, 1, 2, 3, 4
+from trlm.core.sampling import (STREAM_ACCEPT, STREAM_DART_HEIGHT, STREAM_DART_TOKEN, STREAM_GUMBEL,  # noqa: F401
+                                 STREAM_RESIDUAL, hash_uniform, sample_next, wmh_sample, wmh_sample_logits)
 
 
 # ----------------------------------------------------------------------------------------- closed forms
@@ -73,6 +72,24 @@ def gumbel_collision(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return terms.sum(-1)
 
 
+def gumbel_collision_fast(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """:func:`gumbel_collision` in O(V log V), for full vocabularies. (..., V) -> (...), float64.
+
+    For token i, max(p_j/p_i, q_j/q_i) is p_j/p_i exactly when r_j = p_j/q_j >= r_i, so with tokens sorted by r,
+    sum_j max(...) = (sum_{r_j >= r_i} p_j) / p_i + (sum_{r_j < r_i} q_j) / q_i: two cumulative sums. Ties in r
+    give the same value on either side, so any tie order is exact.
+    """
+    p, q = _pair(p, q)
+    both = (p > 0) & (q > 0)
+    r = torch.where(q > 0, p / torch.where(q > 0, q, 1.0), torch.where(p > 0, torch.inf, 0.0))  # (..., V)
+    order = torch.argsort(r, dim=-1, descending=True)
+    ps, qs, bs = p.gather(-1, order), q.gather(-1, order), both.gather(-1, order)
+    p_ge = ps.cumsum(-1)  # sum of p over tokens ranked at or above i (ratio >= r_i)
+    q_lt = qs.sum(-1, keepdim=True) - qs.cumsum(-1)  # sum of q over tokens ranked below i (ratio < r_i)
+    denom = p_ge / torch.where(bs, ps, 1.0) + q_lt / torch.where(bs, qs, 1.0)
+    return torch.where(bs, 1.0 / denom, 0.0).sum(-1)
+
+
 def expected_tokens_per_call(beta: float, gamma: int) -> float:
     """Expected committed tokens per target call with i.i.d. acceptance beta: (1 - beta^(gamma+1)) / (1 - beta)."""
     if not 0.0 <= beta <= 1.0 or gamma < 0:
@@ -81,17 +98,6 @@ def expected_tokens_per_call(beta: float, gamma: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- samplers
-def _keys(seq, pos, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Broadcast seq / pos (ints or (B,) tensors) to int64 tensors of shape (B,)."""
-    out = []
-    for name, x in (("seq", seq), ("pos", pos)):
-        x = torch.as_tensor(x, dtype=torch.int64, device=device)
-        if x.dim() > 1 or (x.dim() == 1 and x.shape[0] not in (1, batch)):
-            raise ValueError(f"{name} must be an int or a ({batch},) tensor; got shape {tuple(x.shape)}")
-        out.append(x.expand(batch).contiguous())
-    return out[0], out[1]
-
-
 def gumbel_sample(logits: torch.Tensor, *, seed: int, seq: torch.Tensor, pos: torch.Tensor,
                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Gumbel coupling sampler: exactly plain generation's ``sample_next`` (one sampler for every token).
@@ -100,61 +106,6 @@ def gumbel_sample(logits: torch.Tensor, *, seed: int, seq: torch.Tensor, pos: to
     logits (B, V) -> tokens (B,) int64; temperature 0 is greedy argmax.
     """
     return sample_next(logits, seed=seed, seq=seq, pos=pos, temperature=temperature, top_k=top_k, top_p=top_p)
-
-
-def wmh_sample(probs: torch.Tensor, *, seed: int, seq: torch.Tensor, pos: torch.Tensor,
-               chunk: int | None = None, max_darts: int | None = None) -> torch.Tensor:
-    """Weighted MinHash with counter-based darts. probs (B, V) -> tokens (B,) int64.
-
-    Dart k (k = 0, 1, ...) for row b has token i_k = floor(u1 * V) and height h_k = u2, with u1, u2 from
-    streams 1 and 2 at key (seed, seq[b], pos[b], k). The sample is i_{k*}, k* = first k with h_k < probs[i_k],
-    so Pr[token = i] is proportional to probs[i] (rows should sum to 1; about V darts per sample). Darts are
-    generated in chunks (default 4 * V) and only rows without a hit yet are continued, so the result does not
-    depend on the chunk size or the batch composition. Raises RuntimeError after ``max_darts`` (default 100 * V;
-    Pr[miss] ~ exp(-100) for a normalised row) and ValueError for rows with no positive mass.
-    """
-    probs = torch.as_tensor(probs).to(torch.float64)
-    if probs.dim() != 2:
-        raise ValueError(f"probs must have shape (B, V); got {tuple(probs.shape)}")
-    batch, vocab = probs.shape
-    if bool((probs < 0).any()) or not bool(torch.isfinite(probs).all()):
-        raise ValueError("probs must be finite and non-negative")
-    empty = probs.sum(-1) <= 0  # (B,)
-    if bool(empty.any()):
-        raise ValueError(f"wmh_sample: rows {empty.nonzero().flatten().tolist()} have no positive mass; "
-                         "no dart can ever hit")
-    seq, pos = _keys(seq, pos, batch, probs.device)
-    chunk = int(chunk or 4 * vocab)
-    max_darts = int(max_darts or 100 * vocab)
-    out = torch.full((batch,), -1, dtype=torch.int64, device=probs.device)  # (B,)
-    active = torch.arange(batch, device=probs.device)  # rows still without a hit
-    start = 0
-    while active.numel():
-        if start >= max_darts:
-            raise RuntimeError(f"wmh_sample: no dart hit within max_darts={max_darts} for rows {active.tolist()}")
-        k = torch.arange(start, min(start + chunk, max_darts), device=probs.device)  # (C,) global dart numbers
-        s, t = seq[active], pos[active]
-        tok = (hash_uniform(seed, s, t, k, STREAM_DART_TOKEN) * vocab).long().clamp_(max=vocab - 1)  # (A, C)
-        height = hash_uniform(seed, s, t, k, STREAM_DART_HEIGHT)  # (A, C)
-        hit = height < probs[active].gather(1, tok)  # (A, C)
-        found = hit.any(-1)  # (A,)
-        first = hit.to(torch.int8).argmax(-1)  # (A,) index of the first True (0 if none)
-        out[active[found]] = tok[found, first[found]]
-        active = active[~found]
-        start += k.numel()
-    return out
-
-
-def wmh_sample_logits(logits: torch.Tensor, *, seed: int, seq: torch.Tensor, pos: torch.Tensor,
-                      temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, **wmh_kw) -> torch.Tensor:
-    """WMH on the same processed distribution as ``sample_next``: softmax(filter_logits(logits) / T) in float64.
-
-    logits (B, V) -> tokens (B,); temperature 0 is greedy argmax (same as ``sample_next``).
-    """
-    if temperature == 0:
-        return logits.argmax(-1)
-    probs = (filter_logits(logits, top_k, top_p) / temperature).to(torch.float64).softmax(-1)  # (B, V)
-    return wmh_sample(probs, seed=seed, seq=seq, pos=pos, **wmh_kw)
 
 
 # ------------------------------------------------------------------------------ Leviathan / Chen baseline

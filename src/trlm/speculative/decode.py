@@ -1,0 +1,279 @@
+"""Drafter-invariant speculative decoding (DISD) on the engine's decoding steps.
+
+One round, per row, at committed length s (the target's logits L for step s are already known):
+
+1. commit y_0 = S(L, noise at step s) — the target's own sample (at a mismatch or after a full accept this is
+   the correction / bonus token of the previous round);
+2. the drafter proposes d_1..d_n (n <= gamma) — a model drafter samples d_k = S(q_k, noise at step s + k) with
+   the *same* sampler S and noise as the target;
+3. one target forward over [y_0, d_1..d_n] gives the logits after every one of them;
+4. accept d_k while d_k == S(p_k, noise at step s + k); roll both KV caches back to the committed length.
+
+Every committed token is S(target logits after the committed prefix, noise at its step) — exactly the token
+plain ``Engine.generate`` samples — so with ``scheme="gumbel"`` (or ``"wmh"``, the Weighted-MinHash sampler) the
+output equals plain seeded generation with that sampler for **any** drafter; the drafter only sets the speed.
+``scheme="leviathan"`` is the classic ratio test (Leviathan et al. / Chen et al.) with noise independent of the
+drafts: target-distributed, but the text depends on the drafter. Rows of a batch accept independently (ragged
+caches are masked, not padded per row).
+
+    >>> out, stats = speculative_generate(eng, [prompt], GenArgs(max_new_tokens=64, temperature=0.8), "ngram")
+    >>> out[0][0].text == eng.generate([prompt], GenArgs(max_new_tokens=64, temperature=0.8))[0][0].text
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+
+from trlm.core.schema import GenArgs, Generation
+from trlm.speculative.coupling import gumbel_collision_fast, leviathan_verify, optimal_collision, wmh_lower_bound
+from trlm.speculative.drafters import Drafter, NgramDrafter, _probs, make_drafter
+
+if TYPE_CHECKING:
+    from trlm.core.engine import Engine
+
+log = logging.getLogger(__name__)
+
+SCHEMES: tuple[str, ...] = ("gumbel", "wmh", "leviathan")
+CLOSED_FORM = {"gumbel": gumbel_collision_fast, "wmh": wmh_lower_bound, "leviathan": optimal_collision}
+
+
+@dataclass
+class SpecStats:
+    """What one call cost and how often drafts were accepted."""
+
+    drafter: str
+    scheme: str
+    gamma: int
+    target_calls: int = 0  # target forwards: one prefill per batch + one verify per round
+    row_calls: int = 0  # target forwards summed over the rows they served (a batch of B rows counts B)
+    drafter_calls: int = 0  # drafter forwards (0 for the n-gram drafter)
+    rounds: int = 0
+    tokens: int = 0  # committed tokens over all rows (EOS included)
+    target_samples: int = 0  # tokens committed as the target's own sample (one per row per round, plus the last)
+    proposed: list[int] = field(default_factory=list)  # drafts proposed at draft position k (0-based)
+    accepted: list[int] = field(default_factory=list)  # drafts accepted at draft position k
+    expected: list[float] = field(default_factory=list)  # closed-form acceptance summed at position k (model drafters)
+
+    @property
+    def tokens_per_target_call(self) -> float:
+        """Tokens each row commits per target forward it takes part in (1.0 for plain decoding)."""
+        return self.tokens / max(1, self.row_calls)
+
+    @property
+    def acceptance_by_position(self) -> list[float]:
+        return [a / p if p else 0.0 for a, p in zip(self.accepted, self.proposed)]
+
+    @property
+    def acceptance(self) -> float:
+        return sum(self.accepted) / max(1, sum(self.proposed))
+
+    @property
+    def expected_acceptance(self) -> float | None:
+        """Mean closed-form per-position acceptance (Gumbel collision, WMH lower bound or 1 - TV) of model drafts."""
+        return sum(self.expected) / max(1, sum(self.proposed)) if self.expected else None
+
+    @property
+    def mean_accepted_per_round(self) -> float:
+        return sum(self.accepted) / max(1, self.rounds)
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "tokens_per_target_call": self.tokens_per_target_call,
+                "acceptance": self.acceptance, "acceptance_by_position": self.acceptance_by_position,
+                "expected_acceptance": self.expected_acceptance, "mean_accepted_per_round": self.mean_accepted_per_round}
+
+    def _grow(self, n: int) -> None:
+        for lst, zero in ((self.proposed, 0), (self.accepted, 0), (self.expected, 0.0)):
+            lst.extend([zero] * (n - len(lst)))
+
+
+class _Row:
+    """One (prompt, sample) row's generated ids, log-prob and finish reason; ``commit`` is plain decoding's rule."""
+
+    def __init__(self, item, target: "Engine", args: GenArgs, direction: str):
+        self.item, self.target, self.args, self.d = item, target, args, direction
+        self.gen: list[int] = []
+        self.logprob, self.reason = 0.0, None
+
+    @property
+    def step(self) -> int:
+        return len(self.gen)
+
+    def commit(self, tok: int, lp: float) -> int:
+        """Plain decoding's rule for one sampled token; returns 1 if it was committed (0 after the row finished)."""
+        if self.reason is not None:
+            return 0
+        if tok in self.target.eos_ids:
+            self.reason = "eos"
+            return 1
+        self.gen.append(tok)
+        self.logprob += lp
+        if self.args.stop and self.target._cut_stop(self.gen, self.args.stop, self.d)[1]:
+            self.reason = "stop"
+        elif len(self.gen) == self.args.max_new_tokens:
+            self.reason = "length"
+        return 1
+
+
+@torch.inference_mode()
+def speculative_generate(
+    target: "Engine",
+    prompts: Sequence[str],
+    args: GenArgs = GenArgs(),
+    drafter: str | Drafter = "ngram",
+    *,
+    gamma: int = 4,
+    scheme: str = "gumbel",
+    adaptive: bool = True,
+    direction: str | None = None,
+    seeds: Sequence[int] | None = None,
+    track_coupling: bool = False,
+    progress: bool = False,
+) -> tuple[list[list[Generation]], SpecStats]:
+    """Generate like ``target.generate(prompts, args, direction=..., seeds=...)`` with a drafter.
+
+    Args:
+        drafter: ``"ngram"`` / ``"ngram:N"``, ``"early-exit:K"``, a model name or path, or a :class:`Drafter`.
+        gamma: draft length (with ``adaptive``, each row's starting length: +1 after a full accept, -1 after a
+            rejection, between 1 and 2 * gamma).
+        scheme: ``gumbel`` / ``wmh`` (DISD; output == plain generation with ``GenArgs(sampler=scheme)``) or
+            ``leviathan`` (ratio test; target-distributed, drafter-dependent).
+        track_coupling: also sum the closed-form acceptance of every model draft (``SpecStats.expected``).
+    Returns the generations (one list per prompt) and the call's :class:`SpecStats`.
+    """
+    if gamma < 1:
+        raise ValueError(f"gamma must be >= 1, got {gamma}")
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    d = target.resolve_direction(direction)
+    args = dataclasses.replace(args, sampler="gumbel" if scheme == "leviathan" else scheme)
+    if target.lm.dtype != torch.float32 and scheme != "leviathan":
+        log.warning("%s runs in %s: the text equals plain generation byte for byte in float32; in half precision "
+                    "the verify forward's shape can flip a near-tie token (load with dtype='float32')",
+                    target.name, str(target.lm.dtype).replace("torch.", ""))
+    draft = make_drafter(drafter, target, d) if isinstance(drafter, str) else drafter
+    stats = SpecStats(draft.name, scheme, gamma)
+    start_calls = draft.forwards
+
+    def run_batch(batch, args, d):
+        return _run_batch(target, draft, batch, args, d, gamma, scheme, adaptive, stats, track_coupling)
+
+    out = target.run_generation(prompts, args, d, seeds, run_batch, progress, desc=f"speculative ({draft.name})")
+    stats.drafter_calls = draft.forwards - start_calls
+    return out, stats
+
+
+def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str, gamma: int, scheme: str,
+               adaptive: bool, stats: SpecStats, track: bool) -> list[Generation]:
+    dev = target.device
+    rows = [_Row(it, target, args, d) for it in batch]
+    prefixes = [list(it.prefix) for it in batch]
+    state, L = target.prefill(prefixes)  # L (B, V): the logits for step 0 of every row
+    stats.target_calls += 1
+    stats.row_calls += len(prefixes)
+    drafter.begin(prefixes)
+    alive = list(range(len(rows)))  # rows still generating, in the order of the cache rows
+    seed = torch.tensor([it.seed for it in batch], device=dev)
+    sample = torch.tensor([it.sample for it in batch], device=dev)
+    gam = [gamma] * len(rows)
+    forced: dict[int, int] = {}  # leviathan: the correction / bonus token decided by the last verify
+    ratio_test = scheme == "leviathan" and args.temperature > 0
+
+    def drop_done():
+        nonlocal alive, L, seed, sample
+        keep = [i for i, r in enumerate(alive) if rows[r].reason is None]
+        if len(keep) < len(alive):
+            idx = torch.tensor(keep, dtype=torch.long, device=dev)
+            state.select(idx)
+            drafter.select(idx)
+            alive, L, seed, sample = [alive[i] for i in keep], L[idx], seed[idx], sample[idx]
+
+    while alive:
+        # 1. the target's own sample for step s (the previous round's correction or bonus token)
+        step = torch.tensor([rows[r].step for r in alive], device=dev)
+        y0 = target.sample(L, args, seed, sample, step)
+        for i, r in enumerate(alive):
+            if r in forced:
+                y0[i] = forced.pop(r)
+        lp0 = L.float().log_softmax(-1).gather(-1, y0[:, None])[:, 0]
+        for i, r in enumerate(alive):
+            stats.target_samples += rows[r].commit(int(y0[i]), float(lp0[i]))
+        stats.tokens += len(alive)
+        drop_done()
+        if not alive:
+            break
+        y0 = torch.tensor([rows[r].gen[-1] for r in alive], device=dev)
+        step = torch.tensor([rows[r].step - 1 for r in alive], device=dev)  # y0's step
+        # 2. drafts (never past max_new_tokens)
+        want = [min(gam[r], args.max_new_tokens - rows[r].step) for r in alive]
+        history = [prefixes[r] + rows[r].gen for r in alive]
+        drafts, qs = drafter.propose(history, want, args, seed, sample, step)
+        n = [len(x) for x in drafts]
+        G = max(n)
+        # 3. one target forward over [y0, d_1..d_G] (ragged rows padded and masked)
+        tokens = torch.tensor([[int(y0[i])] + x + [0] * (G - len(x)) for i, x in enumerate(drafts)], device=dev)
+        valid = torch.tensor([[1] * (1 + len(x)) + [0] * (G - len(x)) for x in drafts], device=dev)
+        logits = target.decode_step(state, tokens, valid)  # (B', 1 + G, V)
+        stats.target_calls += 1
+        stats.row_calls += len(alive)
+        stats.rounds += 1
+        stats._grow(G)
+        # 4. accept while the draft equals the target's coupled sample
+        acc = _accept(target, logits, drafts, qs, args, seed, sample, step, ratio_test, forced, alive)
+        lps = logits[:, :G].float().log_softmax(-1) if G else None
+        for i, r in enumerate(alive):
+            for k in range(acc[i]):
+                stats.tokens += rows[r].commit(drafts[i][k], float(lps[i, k, drafts[i][k]]))
+            for k in range(n[i]):
+                stats.proposed[k] += 1
+                stats.accepted[k] += k < acc[i]
+                if track and qs is not None:
+                    p = _probs(logits[i, k:k + 1], args)[0]
+                    stats.expected[k] += float(CLOSED_FORM[scheme](p, qs[i][k].to(p.device)))
+            if adaptive:
+                gam[r] = min(2 * gamma, gam[r] + 1) if acc[i] == n[i] and n[i] else max(1, gam[r] - (acc[i] < n[i]))
+        # 5. roll back: keep [y0, accepted drafts] in the target cache; L = logits after the last accepted token
+        keep = torch.tensor([a + 1 for a in acc], device=dev)
+        L = logits[torch.arange(len(alive), device=dev), keep - 1]
+        state.keep_tail(1 + G, keep)
+        drafter.accepted(acc)
+        drop_done()
+    return [target.finish(r.gen, r.logprob, r.reason or "length", args, d) for r in rows]  # type: ignore[arg-type]
+
+
+def _accept(target, logits, drafts, qs, args, seed, sample, step, ratio_test, forced, alive) -> list[int]:
+    """Number of leading drafts each row accepts."""
+    n = [len(x) for x in drafts]
+    G = max(n)
+    if not G:
+        return [0] * len(drafts)
+    if ratio_test:  # Leviathan: u <= p/q with independent noise; the correction or bonus token is forced next
+        acc = []
+        for i, x in enumerate(drafts):
+            p = _probs(logits[i, :n[i] + 1], args)
+            q = qs[i].to(p.device) if qs is not None else torch.nn.functional.one_hot(
+                torch.tensor(x, dtype=torch.long, device=p.device), p.shape[-1]).to(torch.float64)
+            a, nxt = leviathan_verify(p, q, torch.tensor(x, dtype=torch.long), seed=int(seed[i]), seq=int(sample[i]),
+                                      pos0=int(step[i]) + 1)
+            forced[alive[i]] = nxt
+            acc.append(a)
+        return acc
+    B, V = logits.shape[0], logits.shape[-1]
+    ks = torch.arange(G, device=logits.device)
+    y = target.sample(logits[:, :G].reshape(B * G, V), args, seed.repeat_interleave(G), sample.repeat_interleave(G),
+                      (step[:, None] + 1 + ks).reshape(-1)).reshape(B, G)  # the target's coupled samples
+    acc = []
+    for i, x in enumerate(drafts):
+        a = 0
+        while a < n[i] and int(y[i, a]) == x[a]:
+            a += 1
+        acc.append(a)
+    return acc
+
+
+__all__ = ["SCHEMES", "SpecStats", "speculative_generate", "NgramDrafter"]

@@ -1,0 +1,203 @@
+"""Drafters: who proposes the next tokens. None of them can change a DISD output, only how fast it comes.
+
+* :class:`NgramDrafter` — prompt lookup: the continuation of the longest recent n-gram match in prompt +
+  generated ids (model order). No model, no cost; it shines where the output copies from the prompt.
+* :class:`ModelDrafter` — any engine with the target's tokenizer and token order (a distilled student, a
+  layer-truncated copy of the target, the target itself for tests). It drafts with the target's own sampler and
+  the same noise at the same absolute positions, so on a match the draft *is* the target's sample.
+
+Both work on a batch of rows; :func:`make_drafter` builds one from a CLI spec.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+import torch
+
+from trlm.core.checkpoint import ModelError
+from trlm.core.schema import GenArgs
+
+if TYPE_CHECKING:
+    from trlm.core.engine import Engine
+
+log = logging.getLogger(__name__)
+
+DRAFTERS: tuple[str, ...] = ("ngram", "ngram:<max n>", "early-exit:<layers>", "<model name or path>")
+
+
+class Drafter(Protocol):
+    name: str
+    forwards: int  # model forwards spent so far (0 for model-free drafters)
+
+    def begin(self, prefixes: list[list[int]]) -> None: ...
+
+    def select(self, rows: torch.Tensor) -> None: ...
+
+    def propose(self, history: list[list[int]], gammas: list[int], args: GenArgs, seed: torch.Tensor,
+                sample: torch.Tensor, step: torch.Tensor) -> tuple[list[list[int]], list[torch.Tensor] | None]: ...
+
+    def accepted(self, n_accepted: list[int]) -> None: ...
+
+
+class NgramDrafter:
+    """Prompt lookup decoding: match the last ``n`` ids (n = max_ngram .. 1) earlier in the row's history and
+    propose what followed the most recent match (up to gamma tokens; none when nothing matches)."""
+
+    forwards = 0
+
+    def __init__(self, max_ngram: int = 3):
+        if max_ngram < 1:
+            raise ValueError(f"n-gram drafter: max n must be >= 1, got {max_ngram}")
+        self.max_ngram = max_ngram
+        self.name = f"ngram:{max_ngram}"
+
+    def begin(self, prefixes: list[list[int]]) -> None:
+        pass
+
+    def select(self, rows: torch.Tensor) -> None:
+        pass
+
+    def accepted(self, n_accepted: list[int]) -> None:
+        pass
+
+    def propose(self, history, gammas, args, seed, sample, step):
+        return [lookup(h, g, self.max_ngram) for h, g in zip(history, gammas)], None
+
+
+def lookup(ids: Sequence[int], gamma: int, max_ngram: int) -> list[int]:
+    """Up to ``gamma`` ids that followed the most recent earlier occurrence of the longest suffix n-gram."""
+    n_ids = len(ids)
+    for n in range(min(max_ngram, n_ids - 1), 0, -1):
+        suffix = list(ids[n_ids - n:])
+        for start in range(n_ids - n - 1, -1, -1):  # most recent first, never the suffix itself
+            if list(ids[start:start + n]) == suffix:
+                return list(ids[start + n:start + n + gamma])
+    return []
+
+
+class ModelDrafter:
+    """A small model (same tokenizer and token order as the target) drafting with the target's coupled sampler."""
+
+    def __init__(self, engine: "Engine", target: "Engine", direction: str):
+        check_compatible(engine, target, direction)
+        self.engine, self.direction = engine, direction
+        self.name = engine.name
+        self.vocab = target.model.get_output_embeddings().weight.shape[0]  # the target's logit width
+        self.forwards = 0
+
+    def begin(self, prefixes: list[list[int]]) -> None:
+        # the drafter's cache holds each row's prefix but its last id, which is fed with the first draft step
+        self.state, _ = self.engine.prefill([p[:-1] if len(p) > 1 else p for p in prefixes])
+        self.todo: list[list[int]] = [[p[-1]] if len(p) > 1 else [] for p in prefixes]  # committed, not yet fed
+        self.forwards += 1
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.state.select(rows)
+        self.todo = [self.todo[int(r)] for r in rows]
+
+    def propose(self, history, gammas, args, seed, sample, step):
+        """Drafts d_1..d_G (G = max gamma) for every row: d_k = S(q_k, noise at step + k) with the target's S."""
+        G = max(gammas)
+        feed = [t + [h[-1]] for t, h in zip(self.todo, history)]  # catch-up ids, then the last committed id
+        width = max(len(f) for f in feed)
+        dev = self.engine.device
+        tokens = torch.tensor([f + [0] * (width - len(f)) for f in feed], device=dev)
+        valid = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in feed], device=dev)
+        logits = self.engine.decode_step(self.state, tokens, valid)  # (B, width, V_d)
+        self.forwards += 1
+        last = logits[torch.arange(len(feed), device=dev), valid.sum(-1) - 1]  # (B, V_d): after the last fed id
+        self._fed = [len(f) for f in feed]
+        drafts, qs = [], []
+        for k in range(G):
+            lg = self._widen(last)
+            d = self.engine.sample(lg, args, seed, sample, step + 1 + k)  # (B,)
+            drafts.append(d)
+            qs.append(_probs(lg, args))
+            if k + 1 < G:
+                last = self.engine.decode_step(self.state, d[:, None])[:, -1]
+                self.forwards += 1
+        self._G = G
+        d_all = torch.stack(drafts, 1).tolist()  # (B, G)
+        self._last_drafts = d_all
+        q_all = torch.stack(qs, 1)  # (B, G, V)
+        return [row[:g] for row, g in zip(d_all, gammas)], [q_all[b, :g] for b, g in enumerate(gammas)]
+
+    def accepted(self, n_accepted: list[int]) -> None:
+        """Keep the cache up to the accepted drafts; a draft accepted but never fed (the G-th) is fed next round."""
+        G = self._G
+        n_tail = max(self._fed) + (G - 1)  # columns appended by this round's propose (padding included)
+        keep = torch.tensor([fed + min(a, G - 1) for fed, a in zip(self._fed, n_accepted)], device=self.engine.device)
+        self.state.keep_tail(n_tail, keep)
+        self.todo = [[self._last_drafts[b][G - 1]] if a == G else [] for b, a in enumerate(n_accepted)]
+
+    def _widen(self, logits: torch.Tensor) -> torch.Tensor:
+        """Drafter logits cut or padded (-inf) to the target's vocabulary width (pitfall A.5.4)."""
+        V = logits.shape[-1]
+        if V == self.vocab:
+            return logits
+        if V > self.vocab:
+            return logits[:, :self.vocab]
+        return torch.nn.functional.pad(logits.float(), (0, self.vocab - V), value=float("-inf"))
+
+
+def _probs(logits: torch.Tensor, args: GenArgs) -> torch.Tensor:
+    """The distribution the coupled sampler draws from: softmax(filter(logits) / T) in float64 (one-hot at T=0)."""
+    from trlm.core.sampling import filter_logits
+
+    if args.temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(torch.float64)
+    return (filter_logits(logits, args.top_k, args.top_p) / args.temperature).to(torch.float64).softmax(-1)
+
+
+def check_compatible(drafter: "Engine", target: "Engine", direction: str) -> None:
+    """A drafter must read the target's token order and share its tokenizer (same ids for the same text)."""
+    if not drafter.supports(direction):  # type: ignore[arg-type]
+        raise ModelError(f"drafter {drafter.name} has token order {drafter.token_order!r}; the target "
+                         f"{target.name} generates in the {direction!r} direction: use a drafter of that order")
+    if drafter.tokenizer.get_vocab() != target.tokenizer.get_vocab() or drafter.start_id != target.start_id:
+        raise ModelError(f"drafter {drafter.name} has another tokenizer than the target {target.name}; a drafter "
+                         "must share the target's vocabulary")
+
+
+def early_exit(target: "Engine", layers: int) -> "Engine":
+    """The target's first ``layers`` transformer blocks with its final norm and output head, as an engine (a weak
+    drafter that needs no training; it shares every weight tensor with the target, so it costs no memory)."""
+    import copy
+
+    from trlm.core.engine import Engine
+    from trlm.core.models import LoadedModel
+
+    blocks = target.model.model.layers
+    if not 1 <= layers < len(blocks):
+        raise ValueError(f"early-exit drafter: layers must be in [1, {len(blocks) - 1}], got {layers}")
+    config = copy.deepcopy(target.model.config)
+    config.num_hidden_layers = layers
+    inner = copy.copy(target.model.model)  # shallow copies with their own module tables: the target is untouched
+    inner._modules = dict(inner._modules)
+    inner.layers = blocks[:layers]
+    inner.config = config
+    model = copy.copy(target.model)
+    model._modules = dict(model._modules)
+    model.model, model.config = inner, config
+    lm = LoadedModel(model, target.tokenizer, f"{target.name}[:{layers}]", target.token_order, dict(target.lm.meta))
+    return Engine(lm, max_batch_tokens=target.max_batch_tokens, max_batch_size=target.max_batch_size)
+
+
+def make_drafter(spec: str, target: "Engine", direction: str, dtype: str | None = None) -> Drafter:
+    """``ngram`` / ``ngram:N``, ``early-exit:K`` (first K layers of the target), or a model name or path."""
+    if spec == "ngram" or spec.startswith("ngram:"):
+        n = spec.partition(":")[2]
+        if n and not n.isdigit():
+            raise ValueError(f"drafter {spec!r}: ngram:N needs a whole number N")
+        return NgramDrafter(int(n) if n else 3)
+    if spec.startswith("early-exit:"):
+        k = spec.partition(":")[2]
+        if not k.isdigit():
+            raise ValueError(f"drafter {spec!r}: early-exit:K needs a whole number of layers K")
+        return ModelDrafter(early_exit(target, int(k)), target, direction)
+    from trlm.core.engine import Engine
+
+    return ModelDrafter(Engine.load(spec, dtype=dtype or str(target.lm.dtype).replace("torch.", "")), target,
+                        direction)

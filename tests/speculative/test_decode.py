@@ -1,0 +1,171 @@
+"""Speculative decoding on the embedded models (fp32): the output is plain seeded sampling for every drafter."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trlm.core.checkpoint import ModelError
+from trlm.core.engine import Engine, GenArgs
+from trlm.speculative import NgramDrafter, early_exit, speculative_generate
+from trlm.speculative.drafters import ModelDrafter, lookup
+
+DOC = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
+       "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889.")
+
+
+def _texts(gens):
+    return [[g.text for g in gs] for gs in gens]
+
+
+def _ids(gens):
+    return [[list(g.token_ids) for g in gs] for gs in gens]
+
+
+@pytest.fixture(scope="module")
+def prompts(smol):
+    # one prompt the n-gram drafter can copy from, one it cannot
+    return [smol.chat_prompt("Repeat this text exactly: " + DOC), smol.chat_prompt("Invent a name for a cat.")]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_disd_output_equals_plain_sampling_for_every_drafter(smol, tiny_forward_dir, prompts, temperature):
+    """scheme=gumbel: token ids and texts equal Engine.generate's for the n-gram drafter, a weak random model,
+    the target's first 4 layers and the target itself, at temperature 0 (greedy) and 0.8 with top-p and n=2."""
+    args = GenArgs(max_new_tokens=24, temperature=temperature, top_p=0.95, n=2, seed=11)
+    plain = smol.generate(prompts, args)
+    weak = Engine.load(str(tiny_forward_dir), dtype="float32")
+    for drafter in ("ngram", ModelDrafter(weak, smol, "forward"), ModelDrafter(early_exit(smol, 4), smol, "forward"),
+                    "smollm2-135m-instruct"):
+        out, stats = speculative_generate(smol, prompts, args, drafter, gamma=3)
+        assert _ids(out) == _ids(plain), stats.drafter
+        assert _texts(out) == _texts(plain), stats.drafter
+        assert stats.tokens >= sum(len(g.token_ids) for gs in plain for g in gs)
+    assert stats.acceptance == 1.0 and stats.tokens_per_target_call > 2.5  # the target drafting for itself
+
+
+def test_wmh_scheme_equals_plain_wmh_sampling(smol, prompts):
+    """scheme=wmh: the output equals plain generation with the Weighted-MinHash sampler (and differs from Gumbel)."""
+    args = GenArgs(max_new_tokens=20, temperature=1.0, seed=4, sampler="wmh")
+    plain = smol.generate(prompts, args)
+    for drafter in ("ngram", "smollm2-135m-instruct"):
+        out, _ = speculative_generate(smol, prompts, args, drafter, gamma=3, scheme="wmh")
+        assert _ids(out) == _ids(plain)
+    assert _ids(plain) != _ids(smol.generate(prompts, GenArgs(max_new_tokens=20, temperature=1.0, seed=4)))
+
+
+def test_reverse_target_with_three_drafters(ba_smol, tiny_reverse_dir):
+    """trlm-ba-smol generating queries back from an answer (the guard's regeneration, n samples): identical to
+    plain reverse generation for the n-gram drafter, a random reverse model and the target itself."""
+    prompt = "? Answer: Paris is the capital and largest city of France, on the river Seine."
+    args = GenArgs(max_new_tokens=16, temperature=0.8, n=3, seed=2)
+    plain = ba_smol.generate([prompt], args)
+    weak = Engine.load(str(tiny_reverse_dir), dtype="float32")
+    for drafter in ("ngram", ModelDrafter(weak, ba_smol, "reverse"), ModelDrafter(ba_smol, ba_smol, "reverse")):
+        out, _ = speculative_generate(ba_smol, [prompt], args, drafter, gamma=4)
+        assert _ids(out) == _ids(plain) and _texts(out) == _texts(plain)
+
+
+def test_stop_strings_eos_and_length_finish_like_plain(smol):
+    args = GenArgs(max_new_tokens=20, temperature=0.0, stop=(" 7",))
+    prompts = ["1, 2, 3, 4,", smol.chat_prompt("Say OK.")]
+    plain = smol.generate(prompts, args)
+    out, _ = speculative_generate(smol, prompts, args, "ngram", gamma=5)
+    assert [[(g.text, g.finish_reason) for g in gs] for gs in out] == [[(g.text, g.finish_reason) for g in gs]
+                                                                       for gs in plain]
+    assert out[0][0].finish_reason == "stop"
+    assert [g.logprob for gs in out for g in gs] == pytest.approx([g.logprob for gs in plain for g in gs], abs=1e-3)
+
+
+def test_leviathan_baseline(smol, prompts):
+    """The ratio test: greedy equals plain greedy; sampled, it accepts every draft of a drafter equal to the target
+    and stays a valid generation (its text may differ from plain seeded sampling: it is not drafter-invariant)."""
+    greedy = GenArgs(max_new_tokens=16, temperature=0.0)
+    out, _ = speculative_generate(smol, prompts, greedy, "ngram", scheme="leviathan")
+    assert _ids(out) == _ids(smol.generate(prompts, greedy))
+    out, st = speculative_generate(smol, prompts[:1], GenArgs(max_new_tokens=16, temperature=0.8, seed=1),
+                                   "smollm2-135m-instruct", scheme="leviathan", gamma=3)
+    assert st.acceptance == 1.0 and len(out[0][0].token_ids) > 0
+
+
+def test_statistics_are_consistent(smol, prompts):
+    args = GenArgs(max_new_tokens=24, temperature=0.0)
+    out, st = speculative_generate(smol, prompts[:1], args, "ngram", gamma=4, adaptive=False)
+    n_tok = len(out[0][0].token_ids) + (out[0][0].finish_reason == "eos")
+    assert st.tokens == n_tok
+    assert st.target_calls == 1 + st.rounds and st.drafter_calls == 0
+    assert st.tokens == st.target_samples + sum(st.accepted)  # the target's own samples + accepted drafts
+    assert st.target_samples in (st.rounds, st.rounds + 1)  # one per round (+ the last, if it ended the row)
+    assert all(a <= p for a, p in zip(st.accepted, st.proposed)) and len(st.proposed) <= 4
+    assert st.tokens_per_target_call > 1.5  # the copy task: most drafts are right
+    _, tracked = speculative_generate(smol, prompts[1:], GenArgs(max_new_tokens=12, temperature=0.8),
+                                      ModelDrafter(early_exit(smol, 6), smol, "forward"), gamma=2, track_coupling=True)
+    assert tracked.expected_acceptance is not None and 0.0 <= tracked.expected_acceptance <= 1.0
+    assert json.loads(json.dumps(tracked.as_dict()))["drafter_calls"] == tracked.drafter_calls > 0
+
+
+def test_bad_input_is_a_clear_error(smol, tiny_reverse_dir):
+    with pytest.raises(ValueError, match="gamma must be >= 1"):
+        speculative_generate(smol, ["hi"], GenArgs(), "ngram", gamma=0)
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        speculative_generate(smol, ["hi"], GenArgs(), "ngram", scheme="exact")
+    with pytest.raises(ModelError, match="token order 'reverse'"):
+        speculative_generate(smol, ["hi"], GenArgs(), str(tiny_reverse_dir))
+    other = Engine(smol.lm)
+    import copy
+
+    other.tokenizer = copy.deepcopy(smol.tokenizer)
+    other.tokenizer.add_tokens(["<not-in-the-target>"])
+    with pytest.raises(ModelError, match="another tokenizer"):
+        ModelDrafter(other, smol, "forward")
+    with pytest.raises(ValueError, match="early-exit drafter: layers"):
+        early_exit(smol, 99)
+
+
+def test_ngram_lookup_hand_cases():
+    assert lookup([1, 2, 3, 9, 1, 2], gamma=3, max_ngram=3) == [3, 9, 1]  # suffix [1, 2] seen before -> [3, 9, 1]
+    assert lookup([5, 6, 7], gamma=2, max_ngram=3) == []  # nothing repeats
+    assert lookup([4, 8, 4, 9, 4], gamma=2, max_ngram=1) == [9, 4]  # the most recent earlier match wins
+    assert NgramDrafter(2).name == "ngram:2"
+    with pytest.raises(ValueError):
+        NgramDrafter(0)
+
+
+def test_keep_tail_masks_per_row_and_crops_common_tail(smol):
+    """DecodeState.keep_tail: row 0 keeps 1 of 3 new tokens, row 1 keeps 2; decoding on gives the logits of the
+    kept prefixes; the column no row keeps is cropped."""
+    a, b = smol.encode("The capital of France is"), smol.encode("One, two,")
+    new = [smol.encode(" Paris and then more words")[:3], smol.encode(" three four five six")[:3]]
+    with torch.inference_mode():
+        state, _ = smol.prefill([[smol.start_id, *a], [smol.start_id, *b]])
+        before = state.length
+        smol.decode_step(state, torch.tensor(new))
+        state.keep_tail(3, torch.tensor([1, 2]))
+        assert state.length == before + 2 and state.next_pos.tolist() == [len(a) + 2, len(b) + 3]
+        nxt = smol.decode_step(state, torch.tensor([[new[0][1]], [new[1][2]]]))[:, -1].float()
+        ref0 = smol.model(input_ids=torch.tensor([[smol.start_id, *a, new[0][0], new[0][1]]])).logits[0, -1].float()
+        ref1 = smol.model(input_ids=torch.tensor([[smol.start_id, *b, *new[1]]])).logits[0, -1].float()
+    torch.testing.assert_close(nxt[0], ref0, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(nxt[1], ref1, atol=1e-4, rtol=1e-4)
+
+
+def test_cli_speculative_matches_plain_and_prints_stats(tmp_path):
+    from typer.testing import CliRunner
+
+    from trlm.cli import app
+
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps({"prompt": "Repeat exactly: " + DOC}) + "\n")
+    runner, outs = CliRunner(), []
+    for extra in ([], ["--speculative", "ngram", "--gamma", "3", "--stats"]):
+        out = tmp_path / f"g{len(outs)}.jsonl"
+        res = runner.invoke(app, ["generate", str(src), "--out", str(out), "--chat", "--max-new-tokens", "16",
+                                  "--temperature", "0.8", "--dtype", "float32", *extra])
+        assert res.exit_code == 0, res.output
+        outs.append(out.read_text())
+    assert outs[0] == outs[1]
+    assert "tokens per target call" in res.output and "acceptance" in res.output
+    bad = runner.invoke(app, ["generate", str(src), "--out", str(tmp_path / "x.jsonl"), "--stats"])
+    assert bad.exit_code == 2 and "--speculative" in bad.stderr
