@@ -8,6 +8,8 @@ Each system registers module-level command functions that load, call one library
     trlm cite | bench cite                                         trlm.cite.cli
     trlm guard | guard-train-filter | bench guard                  trlm.guard.cli
     trlm train | bench train                                       trlm.train.cli
+    trlm bench speculative                                         trlm.speculative.cli
+    trlm serve | bench serve                                       trlm.serve.cli
 
 A user error (bad input file, unknown model, token-order mismatch, missing file, bad setting) prints one line
 ``trlm: error: <message>`` to stderr and exits with status 2; ``--verbose`` shows the traceback instead.
@@ -30,6 +32,8 @@ from trlm.core.llm import LLMError
 from trlm.guard import cli as guard_cli
 from trlm.rerank import cli as rerank_cli
 from trlm.retrieve import cli as retrieve_cli
+from trlm.serve import cli as serve_cli
+from trlm.speculative import cli as speculative_cli
 from trlm.train import cli as train_cli
 
 # What a user can cause and fix: reported in one line. Anything else is a bug and keeps its traceback.
@@ -63,7 +67,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log decis
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _system in (core_cli, rerank_cli, retrieve_cli, cite_cli, guard_cli, train_cli):
+for _system in (core_cli, speculative_cli, rerank_cli, retrieve_cli, cite_cli, guard_cli, train_cli, serve_cli):
     _system.register(app, bench)
 
 

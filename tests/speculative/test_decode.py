@@ -37,13 +37,17 @@ def test_disd_output_equals_plain_sampling_for_every_drafter(smol, tiny_forward_
     args = GenArgs(max_new_tokens=24, temperature=temperature, top_p=0.95, n=2, seed=11)
     plain = smol.generate(prompts, args)
     weak = Engine.load(str(tiny_forward_dir), dtype="float32")
+    # a fixed draft length, so that even drafts that do not pay off are made (and verified)
     for drafter in ("ngram", ModelDrafter(weak, smol, "forward"), ModelDrafter(early_exit(smol, 4), smol, "forward"),
                     "smollm2-135m-instruct"):
-        out, stats = speculative_generate(smol, prompts, args, drafter, gamma=3)
+        out, stats = speculative_generate(smol, prompts, args, drafter, gamma=3, adaptive=False)
         assert _ids(out) == _ids(plain), stats.drafter
         assert _texts(out) == _texts(plain), stats.drafter
         assert stats.tokens >= sum(len(g.token_ids) for gs in plain for g in gs)
+        assert sum(stats.proposed) > 0
     assert stats.acceptance == 1.0 and stats.tokens_per_target_call > 2.5  # the target drafting for itself
+    out, stats = speculative_generate(smol, prompts, args, "ngram", gamma=3)  # the adaptive length, too
+    assert _ids(out) == _ids(plain)
 
 
 def test_wmh_scheme_equals_plain_wmh_sampling(smol, prompts):
@@ -51,7 +55,7 @@ def test_wmh_scheme_equals_plain_wmh_sampling(smol, prompts):
     args = GenArgs(max_new_tokens=20, temperature=1.0, seed=4, sampler="wmh")
     plain = smol.generate(prompts, args)
     for drafter in ("ngram", "smollm2-135m-instruct"):
-        out, _ = speculative_generate(smol, prompts, args, drafter, gamma=3, scheme="wmh")
+        out, _ = speculative_generate(smol, prompts, args, drafter, gamma=3, scheme="wmh", adaptive=False)
         assert _ids(out) == _ids(plain)
     assert _ids(plain) != _ids(smol.generate(prompts, GenArgs(max_new_tokens=20, temperature=1.0, seed=4)))
 
@@ -64,7 +68,7 @@ def test_reverse_target_with_three_drafters(ba_smol, tiny_reverse_dir):
     plain = ba_smol.generate([prompt], args)
     weak = Engine.load(str(tiny_reverse_dir), dtype="float32")
     for drafter in ("ngram", ModelDrafter(weak, ba_smol, "reverse"), ModelDrafter(ba_smol, ba_smol, "reverse")):
-        out, _ = speculative_generate(ba_smol, [prompt], args, drafter, gamma=4)
+        out, _ = speculative_generate(ba_smol, [prompt], args, drafter, gamma=4, adaptive=False)
         assert _ids(out) == _ids(plain) and _texts(out) == _texts(plain)
 
 
@@ -86,7 +90,7 @@ def test_leviathan_baseline(smol, prompts):
     out, _ = speculative_generate(smol, prompts, greedy, "ngram", scheme="leviathan")
     assert _ids(out) == _ids(smol.generate(prompts, greedy))
     out, st = speculative_generate(smol, prompts[:1], GenArgs(max_new_tokens=16, temperature=0.8, seed=1),
-                                   "smollm2-135m-instruct", scheme="leviathan", gamma=3)
+                                   "smollm2-135m-instruct", scheme="leviathan", gamma=3, adaptive=False)
     assert st.acceptance == 1.0 and len(out[0][0].token_ids) > 0
 
 
@@ -101,7 +105,8 @@ def test_statistics_are_consistent(smol, prompts):
     assert all(a <= p for a, p in zip(st.accepted, st.proposed)) and len(st.proposed) <= 4
     assert st.tokens_per_target_call > 1.5  # the copy task: most drafts are right
     _, tracked = speculative_generate(smol, prompts[1:], GenArgs(max_new_tokens=12, temperature=0.8),
-                                      ModelDrafter(early_exit(smol, 6), smol, "forward"), gamma=2, track_coupling=True)
+                                      ModelDrafter(early_exit(smol, 6), smol, "forward"), gamma=2, adaptive=False,
+                                      track_coupling=True)
     assert tracked.expected_acceptance is not None and 0.0 <= tracked.expected_acceptance <= 1.0
     assert json.loads(json.dumps(tracked.as_dict()))["drafter_calls"] == tracked.drafter_calls > 0
 
@@ -127,7 +132,8 @@ def test_bad_input_is_a_clear_error(smol, tiny_reverse_dir):
 def test_ngram_lookup_hand_cases():
     assert lookup([1, 2, 3, 9, 1, 2], gamma=3, max_ngram=3) == [3, 9, 1]  # suffix [1, 2] seen before -> [3, 9, 1]
     assert lookup([5, 6, 7], gamma=2, max_ngram=3) == []  # nothing repeats
-    assert lookup([4, 8, 4, 9, 4], gamma=2, max_ngram=1) == [9, 4]  # the most recent earlier match wins
+    assert lookup([4, 8, 4, 9, 4], gamma=2, max_ngram=1) == [8, 4]  # default: the first occurrence (the prompt)
+    assert lookup([4, 8, 4, 9, 4], gamma=2, max_ngram=1, earliest=False) == [9, 4]  # or the most recent one
     assert NgramDrafter(2).name == "ngram:2"
     with pytest.raises(ValueError):
         NgramDrafter(0)
@@ -169,3 +175,13 @@ def test_cli_speculative_matches_plain_and_prints_stats(tmp_path):
     assert "tokens per target call" in res.output and "acceptance" in res.output
     bad = runner.invoke(app, ["generate", str(src), "--out", str(tmp_path / "x.jsonl"), "--stats"])
     assert bad.exit_code == 2 and "--speculative" in bad.stderr
+
+
+def test_draft_length_follows_the_cost_model():
+    """draft_length maximises (1 + b + ... + b^k) / (1 + cost * k): no drafting when acceptance is too low for
+    the cost, longer drafts as acceptance rises, and never with a drafter as costly as the target itself."""
+    from trlm.speculative.decode import draft_length
+
+    assert draft_length(0.05, 4, 0.12) == 0
+    assert draft_length(0.5, 4, 0.12) < draft_length(0.9, 4, 0.12) <= 8
+    assert draft_length(1.0, 4, 1.12) == 0  # the target drafting for itself never pays

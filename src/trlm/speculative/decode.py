@@ -59,6 +59,7 @@ class SpecStats:
     proposed: list[int] = field(default_factory=list)  # drafts proposed at draft position k (0-based)
     accepted: list[int] = field(default_factory=list)  # drafts accepted at draft position k
     expected: list[float] = field(default_factory=list)  # closed-form acceptance summed at position k (model drafters)
+    tracked: bool = False  # whether ``expected`` was computed (track_coupling with a model drafter)
 
     @property
     def tokens_per_target_call(self) -> float:
@@ -76,7 +77,7 @@ class SpecStats:
     @property
     def expected_acceptance(self) -> float | None:
         """Mean closed-form per-position acceptance (Gumbel collision, WMH lower bound or 1 - TV) of model drafts."""
-        return sum(self.expected) / max(1, sum(self.proposed)) if self.expected else None
+        return sum(self.expected) / max(1, sum(self.proposed)) if self.tracked else None
 
     @property
     def mean_accepted_per_round(self) -> float:
@@ -139,8 +140,7 @@ def speculative_generate(
 
     Args:
         drafter: ``"ngram"`` / ``"ngram:N"``, ``"early-exit:K"``, a model name or path, or a :class:`Drafter`.
-        gamma: draft length (with ``adaptive``, each row's starting length: +1 after a full accept, -1 after a
-            rejection, between 1 and 2 * gamma).
+        gamma: draft length (with ``adaptive``, each row's starting length; see :func:`_next_gamma`).
         scheme: ``gumbel`` / ``wmh`` (DISD; output == plain generation with ``GenArgs(sampler=scheme)``) or
             ``leviathan`` (ratio test; target-distributed, drafter-dependent).
         track_coupling: also sum the closed-form acceptance of every model draft (``SpecStats.expected``).
@@ -180,7 +180,9 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
     alive = list(range(len(rows)))  # rows still generating, in the order of the cache rows
     seed = torch.tensor([it.seed for it in batch], device=dev)
     sample = torch.tensor([it.sample for it in batch], device=dev)
-    gam = [gamma] * len(rows)
+    gam, idle = [gamma] * len(rows), [0] * len(rows)  # per-row draft length; plain rounds since the last draft
+    beta = [0.5] * len(rows)  # per-row acceptance estimate
+    cost = VERIFY_COST + drafter.cost  # decode steps per drafted token
     forced: dict[int, int] = {}  # leviathan: the correction / bonus token decided by the last verify
     ratio_test = scheme == "leviathan" and args.temperature > 0
 
@@ -202,8 +204,9 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
                 y0[i] = forced.pop(r)
         lp0 = L.float().log_softmax(-1).gather(-1, y0[:, None])[:, 0]
         for i, r in enumerate(alive):
-            stats.target_samples += rows[r].commit(int(y0[i]), float(lp0[i]))
-        stats.tokens += len(alive)
+            committed = rows[r].commit(int(y0[i]), float(lp0[i]))
+            stats.target_samples += committed
+            stats.tokens += committed
         drop_done()
         if not alive:
             break
@@ -212,7 +215,8 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
         # 2. drafts (never past max_new_tokens)
         want = [min(gam[r], args.max_new_tokens - rows[r].step) for r in alive]
         history = [prefixes[r] + rows[r].gen for r in alive]
-        drafts, qs = drafter.propose(history, want, args, seed, sample, step)
+        drafting = max(want) > 0
+        drafts, qs = drafter.propose(history, want, args, seed, sample, step) if drafting else ([[]] * len(alive), None)
         n = [len(x) for x in drafts]
         G = max(n)
         # 3. one target forward over [y0, d_1..d_G] (ragged rows padded and masked)
@@ -225,25 +229,59 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
         stats._grow(G)
         # 4. accept while the draft equals the target's coupled sample
         acc = _accept(target, logits, drafts, qs, args, seed, sample, step, ratio_test, forced, alive)
-        lps = logits[:, :G].float().log_softmax(-1) if G else None
         for i, r in enumerate(alive):
-            for k in range(acc[i]):
-                stats.tokens += rows[r].commit(drafts[i][k], float(lps[i, k, drafts[i][k]]))
+            if acc[i]:
+                lps = logits[i, :acc[i]].float().log_softmax(-1)  # (a, V): log-probs of the accepted drafts
+                for k in range(acc[i]):
+                    stats.tokens += rows[r].commit(drafts[i][k], float(lps[k, drafts[i][k]]))
             for k in range(n[i]):
                 stats.proposed[k] += 1
                 stats.accepted[k] += k < acc[i]
                 if track and qs is not None:
+                    stats.tracked = True
                     p = _probs(logits[i, k:k + 1], args)[0]
                     stats.expected[k] += float(CLOSED_FORM[scheme](p, qs[i][k].to(p.device)))
             if adaptive:
-                gam[r] = min(2 * gamma, gam[r] + 1) if acc[i] == n[i] and n[i] else max(1, gam[r] - (acc[i] < n[i]))
+                gam[r], beta[r], idle[r] = _next_gamma(beta[r], idle[r], acc[i], n[i], gamma, cost)
         # 5. roll back: keep [y0, accepted drafts] in the target cache; L = logits after the last accepted token
         keep = torch.tensor([a + 1 for a in acc], device=dev)
         L = logits[torch.arange(len(alive), device=dev), keep - 1]
         state.keep_tail(1 + G, keep)
-        drafter.accepted(acc)
+        if drafting:
+            drafter.accepted(acc)
         drop_done()
     return [target.finish(r.gen, r.logprob, r.reason or "length", args, d) for r in rows]  # type: ignore[arg-type]
+
+
+PROBE = 4  # a row that stopped drafting tries one draft again after this many plain rounds
+VERIFY_COST = 0.12  # extra cost of verifying one more token, in decode steps (here 5 tokens cost ~1.5 steps)
+
+
+def draft_length(beta: float, gamma: int, cost: float) -> int:
+    """The draft length k in [0, 2 * gamma] that maximises expected tokens per unit of time,
+    (1 + beta + ... + beta^k) / (1 + cost * k), for per-position acceptance ``beta`` and a cost per drafted token
+    (verification plus drafting) in decode steps. 0 means: do not speculate, decode plainly."""
+    best, best_k, tokens = 1.0, 0, 1.0
+    for k in range(1, 2 * gamma + 1):
+        tokens += beta ** k
+        if tokens / (1 + cost * k) > best + 1e-9:
+            best, best_k = tokens / (1 + cost * k), k
+    return best_k
+
+
+def _next_gamma(beta: float, idle: int, accepted: int, proposed: int, gamma: int,
+                cost: float) -> tuple[int, float, int]:
+    """(next draft length, updated acceptance estimate, idle rounds) for one row after a round.
+
+    The estimate is a moving average of accepted / reached draft positions; the length is
+    :func:`draft_length` of it. A row that stopped drafting probes with 1 token every PROBE rounds."""
+    if proposed:
+        beta = 0.7 * beta + 0.3 * accepted / min(accepted + 1, proposed)
+    k = draft_length(beta, gamma, cost)
+    if k == 0:
+        idle += 1
+        return (1, beta, 0) if idle >= PROBE else (0, beta, idle)
+    return k, beta, 0
 
 
 def _accept(target, logits, drafts, qs, args, seed, sample, step, ratio_test, forced, alive) -> list[int]:
@@ -263,16 +301,22 @@ def _accept(target, logits, drafts, qs, args, seed, sample, step, ratio_test, fo
             forced[alive[i]] = nxt
             acc.append(a)
         return acc
-    B, V = logits.shape[0], logits.shape[-1]
-    ks = torch.arange(G, device=logits.device)
-    y = target.sample(logits[:, :G].reshape(B * G, V), args, seed.repeat_interleave(G), sample.repeat_interleave(G),
-                      (step[:, None] + 1 + ks).reshape(-1)).reshape(B, G)  # the target's coupled samples
-    acc = []
-    for i, x in enumerate(drafts):
-        a = 0
-        while a < n[i] and int(y[i, a]) == x[a]:
-            a += 1
-        acc.append(a)
+    # the target's coupled sample, position by position, only for rows whose drafts still match (a mismatch ends
+    # a row's round, so most positions of a poorly drafted round never need their noise drawn)
+    acc = [0] * len(drafts)
+    live = [i for i in range(len(drafts)) if n[i]]
+    for k in range(G):
+        if not live:
+            break
+        idx = torch.tensor(live, device=logits.device)
+        y = target.sample(logits[idx, k], args, seed[idx], sample[idx], step[idx] + 1 + k).tolist()
+        still = []
+        for i, t in zip(live, y):
+            if t == drafts[i][k]:
+                acc[i] = k + 1
+                if k + 1 < n[i]:
+                    still.append(i)
+        live = still
     return acc
 
 

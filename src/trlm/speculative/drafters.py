@@ -30,6 +30,7 @@ DRAFTERS: tuple[str, ...] = ("ngram", "ngram:<max n>", "early-exit:<layers>", "<
 class Drafter(Protocol):
     name: str
     forwards: int  # model forwards spent so far (0 for model-free drafters)
+    cost: float  # cost of drafting one token, in target decode steps (0 for the n-gram drafter)
 
     def begin(self, prefixes: list[list[int]]) -> None: ...
 
@@ -46,11 +47,12 @@ class NgramDrafter:
     propose what followed the most recent match (up to gamma tokens; none when nothing matches)."""
 
     forwards = 0
+    cost = 0.0
 
-    def __init__(self, max_ngram: int = 3):
+    def __init__(self, max_ngram: int = 3, earliest: bool = True):
         if max_ngram < 1:
             raise ValueError(f"n-gram drafter: max n must be >= 1, got {max_ngram}")
-        self.max_ngram = max_ngram
+        self.max_ngram, self.earliest = max_ngram, earliest
         self.name = f"ngram:{max_ngram}"
 
     def begin(self, prefixes: list[list[int]]) -> None:
@@ -63,44 +65,58 @@ class NgramDrafter:
         pass
 
     def propose(self, history, gammas, args, seed, sample, step):
-        return [lookup(h, g, self.max_ngram) for h, g in zip(history, gammas)], None
+        return [lookup(h, g, self.max_ngram, self.earliest) for h, g in zip(history, gammas)], None
 
 
-def lookup(ids: Sequence[int], gamma: int, max_ngram: int) -> list[int]:
-    """Up to ``gamma`` ids that followed the most recent earlier occurrence of the longest suffix n-gram."""
+def lookup(ids: Sequence[int], gamma: int, max_ngram: int, earliest: bool = True) -> list[int]:
+    """Up to ``gamma`` ids that followed an earlier occurrence of the longest suffix n-gram (n <= max_ngram): the
+    first occurrence (in the prompt, where grounded text is copied from) or, with ``earliest=False``, the most
+    recent one."""
     n_ids = len(ids)
     for n in range(min(max_ngram, n_ids - 1), 0, -1):
         suffix = list(ids[n_ids - n:])
-        for start in range(n_ids - n - 1, -1, -1):  # most recent first, never the suffix itself
+        starts = range(0, n_ids - n) if earliest else range(n_ids - n - 1, -1, -1)  # never the suffix itself
+        for start in starts:
             if list(ids[start:start + n]) == suffix:
-                return list(ids[start + n:start + n + gamma])
+                out = list(ids[start + n:start + n + gamma])
+                if out:
+                    return out
     return []
 
 
 class ModelDrafter:
-    """A small model (same tokenizer and token order as the target) drafting with the target's coupled sampler."""
+    """A small model (same tokenizer and token order as the target) drafting with the target's coupled sampler.
+
+    Rows may sit rounds out (a draft length of 0): their committed ids are fed the next time they draft.
+    """
 
     def __init__(self, engine: "Engine", target: "Engine", direction: str):
         check_compatible(engine, target, direction)
         self.engine, self.direction = engine, direction
         self.name = engine.name
+        # a decode step is memory-bound: its cost is about the weights it reads (the shared embedding excluded)
+        self.cost = _body_params(engine.model) / max(1, _body_params(target.model))
         self.vocab = target.model.get_output_embeddings().weight.shape[0]  # the target's logit width
         self.forwards = 0
 
     def begin(self, prefixes: list[list[int]]) -> None:
-        # the drafter's cache holds each row's prefix but its last id, which is fed with the first draft step
+        # the cache holds each row's prefix but its last id, which the first draft step feeds (it yields q_1)
         self.state, _ = self.engine.prefill([p[:-1] if len(p) > 1 else p for p in prefixes])
-        self.todo: list[list[int]] = [[p[-1]] if len(p) > 1 else [] for p in prefixes]  # committed, not yet fed
+        self.fed = [len(p) - 1 if len(p) > 1 else len(p) for p in prefixes]  # history ids already in the cache
         self.forwards += 1
 
     def select(self, rows: torch.Tensor) -> None:
         self.state.select(rows)
-        self.todo = [self.todo[int(r)] for r in rows]
+        self.fed = [self.fed[int(r)] for r in rows]
 
     def propose(self, history, gammas, args, seed, sample, step):
-        """Drafts d_1..d_G (G = max gamma) for every row: d_k = S(q_k, noise at step + k) with the target's S."""
+        """Drafts d_1..d_G (G = max gamma) for every row: d_k = S(q_k, noise at step + k) with the target's S.
+
+        The first forward feeds every committed id the cache lacks (at least the last one), so rounds the drafter
+        sat out cost one forward over the backlog, not one per token.
+        """
         G = max(gammas)
-        feed = [t + [h[-1]] for t, h in zip(self.todo, history)]  # catch-up ids, then the last committed id
+        feed = [h[f:] for h, f in zip(history, self.fed)]
         width = max(len(f) for f in feed)
         dev = self.engine.device
         tokens = torch.tensor([f + [0] * (width - len(f)) for f in feed], device=dev)
@@ -108,7 +124,6 @@ class ModelDrafter:
         logits = self.engine.decode_step(self.state, tokens, valid)  # (B, width, V_d)
         self.forwards += 1
         last = logits[torch.arange(len(feed), device=dev), valid.sum(-1) - 1]  # (B, V_d): after the last fed id
-        self._fed = [len(f) for f in feed]
         drafts, qs = [], []
         for k in range(G):
             lg = self._widen(last)
@@ -118,19 +133,17 @@ class ModelDrafter:
             if k + 1 < G:
                 last = self.engine.decode_step(self.state, d[:, None])[:, -1]
                 self.forwards += 1
-        self._G = G
+        self._round = (G, width, [len(f) for f in feed], [len(h) for h in history])
         d_all = torch.stack(drafts, 1).tolist()  # (B, G)
-        self._last_drafts = d_all
         q_all = torch.stack(qs, 1)  # (B, G, V)
         return [row[:g] for row, g in zip(d_all, gammas)], [q_all[b, :g] for b, g in enumerate(gammas)]
 
     def accepted(self, n_accepted: list[int]) -> None:
-        """Keep the cache up to the accepted drafts; a draft accepted but never fed (the G-th) is fed next round."""
-        G = self._G
-        n_tail = max(self._fed) + (G - 1)  # columns appended by this round's propose (padding included)
-        keep = torch.tensor([fed + min(a, G - 1) for fed, a in zip(self._fed, n_accepted)], device=self.engine.device)
-        self.state.keep_tail(n_tail, keep)
-        self.todo = [[self._last_drafts[b][G - 1]] if a == G else [] for b, a in enumerate(n_accepted)]
+        """Keep the cache up to the accepted drafts (a G-th accepted draft was never fed: the next round feeds it)."""
+        G, width, fed_now, hist = self._round
+        keep = [f + min(a, G - 1) for f, a in zip(fed_now, n_accepted)]
+        self.state.keep_tail(width + G - 1, torch.tensor(keep, device=self.engine.device))
+        self.fed = [h + min(a, G - 1) for h, a in zip(hist, n_accepted)]
 
     def _widen(self, logits: torch.Tensor) -> torch.Tensor:
         """Drafter logits cut or padded (-inf) to the target's vocabulary width (pitfall A.5.4)."""
@@ -140,6 +153,13 @@ class ModelDrafter:
         if V > self.vocab:
             return logits[:, :self.vocab]
         return torch.nn.functional.pad(logits.float(), (0, self.vocab - V), value=float("-inf"))
+
+
+def _body_params(model: torch.nn.Module) -> int:
+    """Parameters a decode step reads apart from the input embedding (which is a lookup)."""
+    emb = model.get_input_embeddings().weight
+    return sum(p.numel() for p in model.parameters() if p is not emb) + (
+        emb.numel() if getattr(model.config, "tie_word_embeddings", False) else 0)
 
 
 def _probs(logits: torch.Tensor, args: GenArgs) -> torch.Tensor:
