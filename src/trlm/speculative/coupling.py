@@ -21,8 +21,13 @@ from __future__ import annotations
 
 import torch
 
-from trlm.core.sampling import (STREAM_ACCEPT, STREAM_DART_HEIGHT, STREAM_DART_TOKEN, STREAM_GUMBEL,  # noqa: F401
+from trlm.core.sampling import (STREAM_ACCEPT, STREAM_DART_HEIGHT, STREAM_DART_TOKEN, STREAM_GUMBEL,
                                  STREAM_RESIDUAL, hash_uniform, sample_next, wmh_sample, wmh_sample_logits)
+
+# the samplers live in trlm.core.sampling (the engine uses them); they are re-exported beside the closed forms
+__all__ = ["STREAM_ACCEPT", "STREAM_DART_HEIGHT", "STREAM_DART_TOKEN", "STREAM_GUMBEL", "STREAM_RESIDUAL",
+           "expected_tokens_per_call", "gumbel_collision", "gumbel_collision_fast", "gumbel_sample",
+           "leviathan_verify", "optimal_collision", "tv", "wmh_lower_bound", "wmh_sample", "wmh_sample_logits"]
 
 
 # ----------------------------------------------------------------------------------------- closed forms
