@@ -385,7 +385,7 @@ class Engine:
                     continue
                 gen[b].append(int(tok[b]))
                 lps[b] += float(tok_lp[b])
-                if args.stop and self._cut_stop(gen[b], args.stop, d)[1]:
+                if args.stop and self.cut_stop(gen[b], args.stop, d)[1]:
                     reason[b] = "stop"
             if all(r is not None for r in reason):
                 break
@@ -394,10 +394,10 @@ class Engine:
 
     def finish(self, ids: list[int], logprob: float, reason: str, args: GenArgs, direction: Direction) -> Generation:
         """A :class:`Generation` from generated model-order ids: text cut at a stop string, ids in reading order."""
-        text, _ = self._cut_stop(ids, args.stop, direction)
+        text, _ = self.cut_stop(ids, args.stop, direction)
         return Generation(text, tuple(ids[::-1] if direction == "reverse" else ids), logprob, reason)  # type: ignore[arg-type]
 
-    def _cut_stop(self, ids: list[int], stop: Sequence[str], d: Direction) -> tuple[str, bool]:
+    def cut_stop(self, ids: list[int], stop: Sequence[str], d: Direction) -> tuple[str, bool]:
         """Text of generated ids in reading order, cut at the first stop string in generation order."""
         text = self.decode(ids[::-1] if d == "reverse" else ids)
         hits = [(text.find(s), s) for s in stop if s in text] if d == "forward" else \

@@ -32,7 +32,7 @@ import torch
 
 from trlm.core.schema import GenArgs, Generation
 from trlm.speculative.coupling import gumbel_collision_fast, leviathan_verify, optimal_collision, wmh_lower_bound
-from trlm.speculative.drafters import Drafter, NgramDrafter, _probs, make_drafter
+from trlm.speculative.drafters import Drafter, NgramDrafter, sampling_probs, make_drafter
 
 if TYPE_CHECKING:
     from trlm.core.engine import Engine
@@ -114,7 +114,7 @@ class _Row:
             return 1
         self.gen.append(tok)
         self.logprob += lp
-        if self.args.stop and self.target._cut_stop(self.gen, self.args.stop, self.d)[1]:
+        if self.args.stop and self.target.cut_stop(self.gen, self.args.stop, self.d)[1]:
             self.reason = "stop"
         elif len(self.gen) == self.args.max_new_tokens:
             self.reason = "length"
@@ -239,7 +239,7 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
                 stats.accepted[k] += k < acc[i]
                 if track and qs is not None:
                     stats.tracked = True
-                    p = _probs(logits[i, k:k + 1], args)[0]
+                    p = sampling_probs(logits[i, k:k + 1], args)[0]
                     stats.expected[k] += float(CLOSED_FORM[scheme](p, qs[i][k].to(p.device)))
             if adaptive:
                 gam[r], beta[r], idle[r] = _next_gamma(beta[r], idle[r], acc[i], n[i], gamma, cost)
@@ -293,7 +293,7 @@ def _accept(target, logits, drafts, qs, args, seed, sample, step, ratio_test, fo
     if ratio_test:  # Leviathan: u <= p/q with independent noise; the correction or bonus token is forced next
         acc = []
         for i, x in enumerate(drafts):
-            p = _probs(logits[i, :n[i] + 1], args)
+            p = sampling_probs(logits[i, :n[i] + 1], args)
             q = qs[i].to(p.device) if qs is not None else torch.nn.functional.one_hot(
                 torch.tensor(x, dtype=torch.long, device=p.device), p.shape[-1]).to(torch.float64)
             a, nxt = leviathan_verify(p, q, torch.tensor(x, dtype=torch.long), seed=int(seed[i]), seq=int(sample[i]),

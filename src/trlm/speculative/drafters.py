@@ -129,7 +129,7 @@ class ModelDrafter:
             lg = self._widen(last)
             d = self.engine.sample(lg, args, seed, sample, step + 1 + k)  # (B,)
             drafts.append(d)
-            qs.append(_probs(lg, args))
+            qs.append(sampling_probs(lg, args))
             if k + 1 < G:
                 last = self.engine.decode_step(self.state, d[:, None])[:, -1]
                 self.forwards += 1
@@ -162,7 +162,7 @@ def _body_params(model: torch.nn.Module) -> int:
         emb.numel() if getattr(model.config, "tie_word_embeddings", False) else 0)
 
 
-def _probs(logits: torch.Tensor, args: GenArgs) -> torch.Tensor:
+def sampling_probs(logits: torch.Tensor, args: GenArgs) -> torch.Tensor:
     """The distribution the coupled sampler draws from: softmax(filter(logits) / T) in float64 (one-hot at T=0)."""
     from trlm.core.sampling import filter_logits
 
