@@ -33,6 +33,7 @@ from typing import Sequence
 
 from trlm.core.cache import ResultCache, cache_key
 from trlm.core.io import InputError, require_path, write_json, write_text
+from trlm.core.report import fmt
 from trlm.speculative.drafters import ModelDrafter
 
 log = logging.getLogger(__name__)
@@ -73,18 +74,19 @@ def _timed(cache: ResultCache, key: str, run) -> dict:
 
 
 def _sum_stats(rows: list[dict]) -> dict:
-    """Add up per-prompt speculative statistics."""
-    keys = ("target_calls", "row_calls", "drafter_calls", "rounds", "tokens", "target_samples")
-    out = {k: sum(r[k] for r in rows) for k in keys}
-    width = max(len(r["proposed"]) for r in rows)
-    for k in ("proposed", "accepted", "expected"):
-        out[k] = [sum(r[k][i] for r in rows if i < len(r[k])) for i in range(width)]
-    out["tokens_per_target_call"] = out["tokens"] / max(1, out["row_calls"])
-    out["acceptance"] = sum(out["accepted"]) / max(1, sum(out["proposed"]))
-    out["acceptance_by_position"] = [a / p if p else 0.0 for a, p in zip(out["accepted"], out["proposed"])]
-    has_expected = any(r.get("expected_acceptance") is not None for r in rows)
-    out["expected_acceptance"] = sum(out["expected"]) / max(1, sum(out["proposed"])) if has_expected else None
-    return out
+    """Add up per-prompt speculative statistics into one :class:`SpecStats` (its derived rates included)."""
+    from trlm.speculative.decode import SpecStats
+
+    total = SpecStats(rows[0]["drafter"], rows[0]["scheme"], rows[0]["gamma"],
+                      tracked=any(r["tracked"] for r in rows))
+    for k in ("target_calls", "row_calls", "drafter_calls", "rounds", "tokens", "target_samples"):
+        setattr(total, k, sum(r[k] for r in rows))
+    total._grow(max(len(r["proposed"]) for r in rows))
+    for r in rows:
+        for k in ("proposed", "accepted", "expected"):
+            for i, v in enumerate(r[k]):
+                getattr(total, k)[i] += v
+    return total.as_dict()
 
 
 def run_speculative_bench(out: str | Path, data: str | Path, *, limit: int = 3,
@@ -230,10 +232,6 @@ def _plot(path: Path, results: dict) -> None:
     save_figure(fig, path)
 
 
-def _f(x, nd=2):
-    return "–" if x is None else f"{x:.{nd}f}"
-
-
 def _report(results: dict, config: dict) -> str:
     lines = ["# Speculative decoding benchmark", "",
              f"SmolLM2-135M-Instruct (grounded, open) and trlm-ba-smol (reverse, n = 8), float32, seed 0, "
@@ -247,8 +245,8 @@ def _report(results: dict, config: dict) -> str:
         for m, r in res.items():
             speed = r.get("speedup_vs_plain", r.get("speedup_vs_hf_greedy"))
             ident = r.get("identical_to_plain", r.get("identical_to_hf_greedy"))
-            acc = f"{_f(r['acceptance'])} / {_f(r.get('expected_acceptance'))}" if "acceptance" in r else "–"
+            acc = f"{fmt(r['acceptance'], 2)} / {fmt(r.get('expected_acceptance'), 2)}" if "acceptance" in r else "–"
             pos = " ".join(f"{a:.2f}" for a in r.get("acceptance_by_position", [])) or "–"
-            lines.append(f"| {w} | {m} | {r['tokens_per_s']:.1f} | {_f(speed)} | {_f(r.get('tokens_per_target_call'))} "
-                         f"| {acc} | {pos} | {_f(ident)} |")
+            lines.append(f"| {w} | {m} | {r['tokens_per_s']:.1f} | {fmt(speed, 2)} | {fmt(r.get('tokens_per_target_call'), 2)} "
+                         f"| {acc} | {pos} | {fmt(ident, 2)} |")
     return "\n".join(lines) + "\n"
