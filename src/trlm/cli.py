@@ -29,11 +29,13 @@ from trlm.core import cli as core_cli
 from trlm.core.checkpoint import ModelError
 from trlm.core.io import InputError
 from trlm.core.llm import LLMError
+from trlm.distill import cli as distill_cli
 from trlm.guard import cli as guard_cli
 from trlm.rerank import cli as rerank_cli
 from trlm.retrieve import cli as retrieve_cli
 from trlm.serve import cli as serve_cli
 from trlm.speculative import cli as speculative_cli
+from trlm.steer import cli as steer_cli
 from trlm.train import cli as train_cli
 
 # What a user can cause and fix: reported in one line. Anything else is a bug and keeps its traceback.
@@ -67,7 +69,8 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log decis
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _system in (core_cli, speculative_cli, rerank_cli, retrieve_cli, cite_cli, guard_cli, train_cli, serve_cli):
+for _system in (core_cli, speculative_cli, rerank_cli, retrieve_cli, cite_cli, guard_cli, train_cli, distill_cli,
+                steer_cli, serve_cli):
     _system.register(app, bench)
 
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 from trlm.core.io import write_text
 
@@ -57,9 +57,21 @@ def replace_dir(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
 
 
-def save_pretrained(model, tokenizer, path: str | Path, token_order: str, **meta) -> Path:
+def _plain_permissions(root: Path) -> None:
+    """Give a directory written through mkdtemp the permissions a plain ``mkdir`` / ``open`` would."""
+    from trlm.core.io import UMASK
+
+    root.chmod(0o777 & ~UMASK)
+    for p in root.rglob("*"):
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~UMASK)
+
+
+def save_pretrained(model, tokenizer, path: str | Path, token_order: str, *, drop: Sequence[str] = (),
+                    dtype=None, **meta) -> Path:
     """Write weights (safetensors), config, tokenizer and ``trlm.json`` into ``path``, atomically.
 
+    ``drop``: state-dict keys left out (tensors the loader takes from another model, see ``shared_from``);
+    ``dtype``: cast floating-point weights to it (e.g. ``torch.bfloat16`` to halve a shipped model).
     The files are written into a sibling temporary directory which then replaces ``path``, so a crash never
     leaves a half-written checkpoint behind.
     """
@@ -69,7 +81,9 @@ def save_pretrained(model, tokenizer, path: str | Path, token_order: str, **meta
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in drop}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         if getattr(model.config, "tie_word_embeddings", False):
             out = model.get_output_embeddings()
             for k in [k for k in state if k.endswith("lm_head.weight")]:
@@ -82,6 +96,7 @@ def save_pretrained(model, tokenizer, path: str | Path, token_order: str, **meta
         config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_meta(tmp, token_order, **meta)
+        _plain_permissions(tmp)
         replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -28,7 +28,7 @@ from typing import Iterable, Literal, Sequence
 import torch
 
 from trlm.core.checkpoint import ModelError
-from trlm.core.models import LoadedModel, load_model
+from trlm.core.models import LoadedModel, decoder_layers, load_model
 from trlm.core.sampling import sample_next, wmh_sample_logits
 from trlm.core.schema import DecodeState, Direction, GenArgs, Generation, LogLik, Request
 
@@ -282,6 +282,41 @@ class Engine:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         return DecodeState(out.cache, mask, pos[:, -1] + 1), out.logits[:, -1]
 
+    @torch.inference_mode()
+    def hidden_states(self, seqs: Sequence[Sequence[int]], layers: Sequence[int],
+                      progress: bool = False) -> list[dict[int, torch.Tensor]]:
+        """The residual stream after decoder blocks ``layers`` (0-based; the output of ``decoder_layers(model)[l]``,
+        the site :func:`trlm.steer.steer` edits) at every position of each model-order id list: one
+        ``{layer: (len, d) float32 CPU tensor}`` per sequence, in input order, batched by the token budget."""
+        blocks = decoder_layers(self.model)
+        bad = [l for l in layers if not 0 <= l < len(blocks)]
+        if bad:
+            raise ValueError(f"layer {bad[0]} does not exist: {self.name} has decoder blocks 0-{len(blocks) - 1}")
+        captured: dict[int, torch.Tensor] = {}
+
+        def grab(layer: int):
+            def hook(_module, _inputs, output):
+                captured[layer] = output[0] if isinstance(output, tuple) else output
+            return hook
+
+        handles = [blocks[l].register_forward_hook(grab(l)) for l in layers]
+        out: list[dict[int, torch.Tensor] | None] = [None] * len(seqs)
+        items = [_Item(i, list(s)) for i, s in enumerate(seqs)]
+        bar = _progress(len(items), "activations", progress)
+        try:
+            for batch in self._batches(items, lambda it: len(it.prefix)):
+                ids, mask, pos = self._left_pad([it.prefix for it in batch])
+                self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=1)
+                T = ids.shape[1]
+                for b, it in enumerate(batch):
+                    out[it.index] = {l: captured[l][b, T - len(it.prefix):].float().cpu().clone() for l in layers}
+                bar.update(len(batch))
+        finally:
+            for h in handles:
+                h.remove()
+            bar.close()
+        return out  # type: ignore[return-value]
+
     def decode_step(self, state: DecodeState, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Append ``tokens`` (B, k) to every row of ``state``; one forward; logits (B, k, V) after each token.
 
@@ -387,8 +422,8 @@ class Engine:
                 lps[b] += float(tok_lp[b])
                 if args.stop and self.cut_stop(gen[b], args.stop, d)[1]:
                     reason[b] = "stop"
-            if all(r is not None for r in reason):
-                break
+            if all(r is not None for r in reason) or step == args.max_new_tokens - 1:
+                break  # (no forward after the last token: nothing would read its logits)
             logits = self.decode_step(state, tok[:, None])[:, -1]
         return [self.finish(gen[b], lps[b], reason[b] or "length", args, d) for b in range(B)]
 

@@ -43,15 +43,21 @@ def read_jsonl(path: str | Path, required: dict[str, type | tuple[type, ...]] | 
     return rows
 
 
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read once: the process's umask, for files created through mkstemp / mkdtemp
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[Any]:
-    """Open a temporary file beside ``path``; it replaces ``path`` only if the block finishes without error."""
+    """Open a temporary file beside ``path``; it replaces ``path`` only if the block finishes without error.
+    The file gets the permissions a plain ``open`` would give it (mkstemp's are owner-only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -204,6 +204,8 @@ def load_model(
             model = PeftModel.from_pretrained(base.model, str(path)).merge_and_unload()
         model.to(dtype=dt)
         tok = base.tokenizer
+    elif meta.get("shared_from"):
+        model, tok = _load_sharing(path, meta, dt)
     elif kind == "gguf":
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dt)
@@ -215,6 +217,28 @@ def load_model(
     model.to(dev).eval()
     name = name_or_path if kind in ("embedded", "shipped", "hub") else str(path)
     return LoadedModel(model=model, tokenizer=tok, name=name, token_order=order, meta=meta)
+
+
+def _load_sharing(path: Path, meta: dict, dtype: torch.dtype):
+    """A checkpoint saved without some tensors (a distilled student's frozen embedding and head): build it from its
+    config and take those tensors from the model named in ``shared_from``."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    donor = load_model(meta["shared_from"], device="cpu", dtype=torch.float32).model.state_dict()
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch.float32)
+    state = {k: v.float() for k, v in load_file(path / "model.safetensors").items()}
+    for k in meta.get("shared_tensors", []):
+        if k not in state and k in donor:
+            state[k] = donor[k]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    if unexpected or [k for k in missing if not (tied and k == "lm_head.weight")]:
+        raise ModelError(f"{path}: weights do not match its config with the tensors shared from "
+                         f"{meta['shared_from']} (missing {missing}, unexpected {unexpected})")
+    if tied:
+        model.tie_weights()
+    return model.to(dtype=dtype), AutoTokenizer.from_pretrained(str(path))
 
 
 def list_models() -> list[dict]:
@@ -230,6 +254,19 @@ def list_models() -> list[dict]:
         rows.append({"name": name, "kind": "shipped", "token_order": meta.get("token_order"),
                      "cached": True, "size_mb": _size_mb(path), "description": meta.get("description", "")})
     return rows
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks of a causal LM (``model.model.layers`` for Llama, Gemma, Qwen, ...; found by size for
+    other layouts): the module list whose length is ``config.num_hidden_layers``."""
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    inner = getattr(getattr(model, "model", None), "layers", None)
+    if isinstance(inner, torch.nn.ModuleList) and (n is None or len(inner) == n):
+        return inner
+    for _, m in model.named_modules():
+        if isinstance(m, torch.nn.ModuleList) and n is not None and len(m) == n:
+            return m
+    raise ModelError(f"{type(model).__name__}: no list of {n} decoder blocks found")
 
 
 def _size_mb(path: Path) -> float:

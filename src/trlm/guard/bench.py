@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from trlm.core.cache import ResultCache
-from trlm.guard.data import ATTACKS, jailbroken_attacks, jbb_behaviors, xstest, xstest_completions
+from trlm.guard.data import jailbroken_attacks, jbb_behaviors, xstest, xstest_completions
 from trlm.guard.defense import DEFENSE_MODELS, DefenseArgs, TRLMDefense, reject
 from trlm.guard.filters import make_filter
 
@@ -90,13 +90,15 @@ def run_guard_bench(artifacts: Path, out: Path, data_dir: Path, *, filter: str =
                     variants: Sequence[str] = ("trlm-fo",), n: int = 8, taus: Sequence[int] = (0, 1, 2, 4, 6),
                     limit: int | None = None, temperature: float = 0.8, seed: int = 0, max_new_tokens: int = 40,
                     max_response_tokens: int = 128, benign_response_tokens: int = 64,
-                    xstest_model: str = "gpt4") -> dict:
+                    xstest_model: str = "gpt4", attacks: Sequence[str] | None = None) -> dict:
     """Run the benchmark and write its outputs into ``out``; returns the results dict."""
     from trlm.core.io import write_json, write_jsonl
 
     t0 = time.time()
     filt = make_filter(filter)
-    attacks = jailbroken_attacks(artifacts)
+    chosen = attacks
+    attacks = jailbroken_attacks(artifacts, chosen)
+    names = sorted({a.attack for a in attacks}, key=lambda a: (a not in ("PAIR", "GCG", "JBC"), a))
     att_flags = filt.flag([a.prompt for a in attacks], progress=True)
     passing = _take([a for a, f in zip(attacks, att_flags) if not f], limit, seed)
     cache = ResultCache(Path(out) / "cache.jsonl", {"kind": "guard bench: benign responses, generated queries"})
@@ -110,7 +112,7 @@ def run_guard_bench(artifacts: Path, out: Path, data_dir: Path, *, filter: str =
         "n_jailbroken": len(attacks), "n_passing_filter": sum(not f for f in att_flags),
         "fnr_all_jailbroken": 1.0 - _rate(att_flags),
         "fnr_all_jailbroken_by_attack": {a: 1.0 - _rate([f for x, f in zip(attacks, att_flags) if x.attack == a])
-                                         for a in ATTACKS if any(x.attack == a for x in attacks)},
+                                         for a in names},
         "fpr_by_set": {s: _rate([f for x, f in zip(safe, safe_flags) if x.source == s]) for s in sources},
     }}
     items = []
@@ -139,14 +141,14 @@ def run_guard_bench(artifacts: Path, out: Path, data_dir: Path, *, filter: str =
             res[f"tau={tau}"] = {
                 "fnr": _rate(missed), "fpr": _rate(rejected), "n_attacks": len(passing), "n_safe": len(safe),
                 "fnr_by_attack": {a: _rate([m for x, m in zip(passing, missed) if x.attack == a])
-                                  for a in ATTACKS if any(x.attack == a for x in passing)},
+                                  for a in names if any(x.attack == a for x in passing)},
                 "fpr_by_set": {s: _rate([r for x, r in zip(safe, rejected) if x.source == s]) for s in sources},
             }
         results[variant] = res
     results["settings"] = {"filter": filter, "variants": list(variants), "n": n, "taus": list(taus), "limit": limit,
                            "temperature": temperature, "seed": seed, "max_new_tokens": max_new_tokens,
                            "max_response_tokens": max_response_tokens, "benign_response_tokens": benign_response_tokens,
-                           "xstest_model": xstest_model, "artifacts": str(artifacts),
+                           "xstest_model": xstest_model, "artifacts": str(artifacts), "attacks": names,
                            "defense_models": {v: DEFENSE_MODELS[v] for v in variants},
                            "seconds": round(time.time() - t0, 1)}
     out = Path(out)
@@ -179,6 +181,7 @@ def _plot(results: dict, variants: Sequence[str], taus: Sequence[int], path: Pat
 
 def render_report(results: dict, variants: Sequence[str], taus: Sequence[int]) -> str:
     f, s = results["filter"], results["settings"]
+    names = s.get("attacks") or list(f["fnr_all_jailbroken_by_attack"])
     lines = [
         "# TRLM-augmented input filter on JailbreakBench",
         "",
@@ -192,17 +195,17 @@ def render_report(results: dict, variants: Sequence[str], taus: Sequence[int]) -
         + ", ".join(f"{a} {v:.3f}" for a, v in f["fnr_all_jailbroken_by_attack"].items()) + "). "
         f"Evaluated: {f['n_attacks']} filter-passing attacks, {f['n_safe']} safe prompts.",
         "",
-        "| defense | τ | FNR | FPR | ΔFPR | " + " | ".join(f"FNR {a}" for a in ATTACKS) + " | "
+        "| defense | τ | FNR | FPR | ΔFPR | " + " | ".join(f"FNR {a}" for a in names) + " | "
         + " | ".join(f"FPR {k}" for k in f["fpr_by_set"]) + " |",
-        "|---|---|---|---|---|" + "---|" * (len(ATTACKS) + len(f["fpr_by_set"])),
-        f"| filter alone | – | 1.000 | {f['fpr']:.3f} | – | " + " | ".join("1.000" for _ in ATTACKS) + " | "
+        "|---|---|---|---|---|" + "---|" * (len(names) + len(f["fpr_by_set"])),
+        f"| filter alone | – | 1.000 | {f['fpr']:.3f} | – | " + " | ".join("1.000" for _ in names) + " | "
         + " | ".join(f"{v:.3f}" for v in f["fpr_by_set"].values()) + " |",
     ]
     for v in variants:
         for t in taus:
             r = results[v][f"tau={t}"]
             lines.append(f"| {v} | {t} | {r['fnr']:.3f} | {r['fpr']:.3f} | {r['fpr'] - f['fpr']:+.3f} | "
-                         + " | ".join(f"{r['fnr_by_attack'][a]:.3f}" if a in r["fnr_by_attack"] else "–" for a in ATTACKS) + " | "
+                         + " | ".join(f"{r['fnr_by_attack'][a]:.3f}" if a in r["fnr_by_attack"] else "–" for a in names) + " | "
                          + " | ".join(f"{x:.3f}" for x in r["fpr_by_set"].values()) + " |")
     lines += ["", "![FNR vs FPR over τ](fnr_fpr.png)", "",
               "FNR: share of filter-passing jailbreaks the defense lets through. FPR: share of safe prompts rejected "

@@ -97,6 +97,8 @@ def bench_guard_cmd(
     max_response_tokens: int = typer.Option(128, help="Responses are cut to this many tokens (the bench's own "
                                                       "default, shorter than the defense's)."),
     xstest_model: str = typer.Option("gpt4", help="Which XSTest completions file supplies the safe responses."),
+    attacks: Optional[str] = typer.Option(None, help="Comma-separated attacks to read (default: every "
+                                          "<attack>/<type>/<model>.json in the artifacts folder)."),
 ):
     """FNR on filter-passing jailbreaks and FPR on safe prompts, for the filter alone and with the defense."""
     from trlm.core.io import default_data_dir
@@ -107,5 +109,6 @@ def bench_guard_cmd(
                           variants=[v.strip() for v in trlm.split(",") if v.strip()], n=n,
                           taus=_ints(taus, "--taus"), limit=limit, temperature=temperature, seed=seed,
                           max_new_tokens=max_new_tokens, max_response_tokens=max_response_tokens,
-                          xstest_model=xstest_model)
+                          xstest_model=xstest_model,
+                          attacks=[a.strip() for a in attacks.split(",") if a.strip()] if attacks else None)
     typer.echo(f"filter fpr {res['filter']['fpr']:.3f}; wrote {out}/results.json and {out}/report.md")

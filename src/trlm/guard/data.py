@@ -16,12 +16,13 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from trlm.core.io import InputError, require_path
 
 log = logging.getLogger(__name__)
 
-ATTACKS = ("PAIR", "GCG", "JBC")
+ATTACKS = ("PAIR", "GCG", "JBC")  # the attacks in this project's data folder; any other present is read too
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,23 @@ class Attack:
     response: str
 
 
-def jailbroken_attacks(artifacts: Path) -> list[Attack]:
-    """Every artifact prompt whose response the artifact marks jailbroken, in file order."""
+def discover_attacks(artifacts: Path) -> list[str]:
+    """Attack names of a JailbreakBench artifacts folder: every ``<attack>/`` holding ``<type>/<model>.json`` files."""
     artifacts = require_path(artifacts, "JailbreakBench artifacts folder")
-    files = sorted(p for a in ATTACKS for p in (artifacts / a).glob("*/*.json"))
-    if not files:
-        raise InputError(f"{artifacts}: no <attack>/<type>/<model>.json files for attacks {', '.join(ATTACKS)}")
+    return sorted(p.name for p in artifacts.iterdir() if p.is_dir() and any(p.glob("*/*.json")))
+
+
+def jailbroken_attacks(artifacts: Path, attacks: Sequence[str] | None = None) -> list[Attack]:
+    """Every artifact prompt whose response the artifact marks jailbroken, in file order, for ``attacks`` (default:
+    every attack the folder holds, e.g. PAIR, GCG, JBC, prompt_with_random_search, DSN)."""
+    found = discover_attacks(artifacts)
+    if not found:
+        raise InputError(f"{artifacts}: no <attack>/<type>/<model>.json files")
+    missing = [a for a in (attacks or []) if a not in found]
+    if missing:
+        raise InputError(f"--attacks: {artifacts} has no {missing[0]}/<type>/<model>.json files; it holds "
+                         f"{', '.join(found)}")
+    files = sorted(p for a in (attacks or found) for p in (Path(artifacts) / a).glob("*/*.json"))
     out = []
     for path in files:
         obj = json.loads(path.read_text(encoding="utf-8"))

@@ -74,19 +74,10 @@ def _timed(cache: ResultCache, key: str, run) -> dict:
 
 
 def _sum_stats(rows: list[dict]) -> dict:
-    """Add up per-prompt speculative statistics into one :class:`SpecStats` (its derived rates included)."""
+    """Add up per-prompt speculative statistics (derived rates included)."""
     from trlm.speculative.decode import SpecStats
 
-    total = SpecStats(rows[0]["drafter"], rows[0]["scheme"], rows[0]["gamma"],
-                      tracked=any(r["tracked"] for r in rows))
-    for k in ("target_calls", "row_calls", "drafter_calls", "rounds", "tokens", "target_samples"):
-        setattr(total, k, sum(r[k] for r in rows))
-    total._grow(max(len(r["proposed"]) for r in rows))
-    for r in rows:
-        for k in ("proposed", "accepted", "expected"):
-            for i, v in enumerate(r[k]):
-                getattr(total, k)[i] += v
-    return total.as_dict()
+    return SpecStats.total(rows).as_dict()
 
 
 def run_speculative_bench(out: str | Path, data: str | Path, *, limit: int = 3,

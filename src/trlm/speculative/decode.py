@@ -88,6 +88,22 @@ class SpecStats:
                 "acceptance": self.acceptance, "acceptance_by_position": self.acceptance_by_position,
                 "expected_acceptance": self.expected_acceptance, "mean_accepted_per_round": self.mean_accepted_per_round}
 
+    @classmethod
+    def total(cls, parts: Sequence["SpecStats | dict"]) -> "SpecStats":
+        """The sum of several calls' statistics (same drafter, scheme and gamma), as one :class:`SpecStats`."""
+        rows = [p if isinstance(p, dict) else dataclasses.asdict(p) for p in parts]
+        if not rows:
+            raise ValueError("SpecStats.total needs at least one part")
+        out = cls(rows[0]["drafter"], rows[0]["scheme"], rows[0]["gamma"], tracked=any(r["tracked"] for r in rows))
+        for k in ("target_calls", "row_calls", "drafter_calls", "rounds", "tokens", "target_samples"):
+            setattr(out, k, sum(r[k] for r in rows))
+        out._grow(max(len(r["proposed"]) for r in rows))
+        for r in rows:
+            for k in ("proposed", "accepted", "expected"):
+                for i, v in enumerate(r[k]):
+                    getattr(out, k)[i] += v
+        return out
+
     def _grow(self, n: int) -> None:
         for lst, zero in ((self.proposed, 0), (self.accepted, 0), (self.expected, 0.0)):
             lst.extend([zero] * (n - len(lst)))

@@ -20,6 +20,26 @@ from trlm.train.model import ModelArgs
 _M, _T = ModelArgs, TrainArgs  # flag defaults come from the config dataclasses
 
 
+class Loop:
+    """The training loop's flags, shared by `trlm train` and `trlm distill` (typer option objects)."""
+
+    steps = typer.Option(_T.steps, help="Optimizer steps.")
+    batch_size = typer.Option(_T.batch_size, help="Sequences per micro-batch, per process.")
+    grad_accum = typer.Option(_T.grad_accum, help="Micro-batches per optimizer step.")
+    lr = typer.Option(_T.lr)
+    warmup = typer.Option(_T.warmup, help="Linear warmup steps.")
+    clip = typer.Option(_T.clip, help="Max gradient norm (0 = off).")
+    eval_every = typer.Option(_T.eval_every, help="Steps between held-out evaluations (0 = at the end).")
+    eval_batches = typer.Option(_T.eval_batches, help="Micro-batches per evaluation.")
+    save_every = typer.Option(_T.save_every, help="Steps between checkpoints (0 = at the end).")
+    seed = typer.Option(_T.seed)
+    precision = typer.Option(_T.precision, help="auto (bf16 autocast where supported), bf16 or fp32.")
+    device = typer.Option(None, help="cuda, mps or cpu (default: auto-detect).")
+    threads = typer.Option(_T.threads, help="CPU threads (0 = torch default).")
+    time_limit = typer.Option(_T.time_limit, help="Minutes; stop with a checkpoint once exceeded (0 = no limit).")
+    resume = typer.Option(_T.resume, help="Continue from the newest checkpoint in OUT if there is one.")
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("train")(train_cmd)
     bench.command("train")(bench_train_cmd)
@@ -41,26 +61,26 @@ def train_cmd(
     lora_alpha: int = typer.Option(_M.lora_alpha, help="LoRA alpha (0 = 2 x rank)."),
     lora_dropout: float = typer.Option(_M.lora_dropout),
     lora_targets: str = typer.Option(_M.lora_targets, help="'all-linear' or comma-separated module names."),
-    steps: int = typer.Option(_T.steps, help="Optimizer steps."),
-    batch_size: int = typer.Option(_T.batch_size, help="Sequences per micro-batch, per process."),
-    grad_accum: int = typer.Option(_T.grad_accum, help="Micro-batches per optimizer step."),
+    steps: int = Loop.steps,
+    batch_size: int = Loop.batch_size,
+    grad_accum: int = Loop.grad_accum,
     seq_len: int = typer.Option(_T.seq_len, help="Packing length for text; pairs are cut to it."),
-    lr: float = typer.Option(_T.lr),
+    lr: float = Loop.lr,
     min_lr_ratio: float = typer.Option(_T.min_lr_ratio, help="Cosine decays to lr x this."),
-    warmup: int = typer.Option(_T.warmup, help="Linear warmup steps."),
+    warmup: int = Loop.warmup,
     weight_decay: float = typer.Option(_T.weight_decay),
-    clip: float = typer.Option(_T.clip, help="Max gradient norm (0 = off)."),
+    clip: float = Loop.clip,
     mask_prompt: bool = typer.Option(False, help="Pairs: loss only on the scored part (question when reversed)."),
-    eval_every: int = typer.Option(_T.eval_every, help="Steps between held-out evaluations (0 = at the end)."),
-    eval_batches: int = typer.Option(_T.eval_batches, help="Micro-batches per evaluation."),
-    save_every: int = typer.Option(_T.save_every, help="Steps between checkpoints (0 = at the end)."),
+    eval_every: int = Loop.eval_every,
+    eval_batches: int = Loop.eval_batches,
+    save_every: int = Loop.save_every,
     keep_checkpoints: int = typer.Option(_T.keep_checkpoints),
-    seed: int = typer.Option(_T.seed),
-    precision: str = typer.Option(_T.precision, help="auto (bf16 autocast where supported), bf16 or fp32."),
-    device: Optional[str] = typer.Option(None, help="cuda, mps or cpu (default: auto-detect)."),
-    threads: int = typer.Option(_T.threads, help="CPU threads (0 = torch default)."),
-    time_limit: float = typer.Option(_T.time_limit, help="Minutes; stop with a checkpoint once exceeded (0 = no limit)."),
-    resume: bool = typer.Option(_T.resume, help="Continue from the newest checkpoint in OUT if there is one."),
+    seed: int = Loop.seed,
+    precision: str = Loop.precision,
+    device: Optional[str] = Loop.device,
+    threads: int = Loop.threads,
+    time_limit: float = Loop.time_limit,
+    resume: bool = Loop.resume,
 ):
     """Train a causal LM in forward, reverse or both token orders (full fine-tuning or LoRA).
 

@@ -40,11 +40,39 @@ from trlm.core.models import LoadedModel
 from trlm.core.parallel import Dist, all_sum, barrier, init_distributed
 from trlm.train.data import Example, collate, micro_batches
 from trlm.train.losses import causal_lm_loss
-from trlm.train.model import ModelArgs, build_model, export_model, jsonable, load_weights
+from trlm.train.model import jsonable
 
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
+
+
+class ModelSpec(Protocol):
+    """What to train: builds the model, writes it out, and reads a checkpoint's weights back (for resume).
+    A dataclass (its fields are checked on resume). :class:`~trlm.train.model.ModelArgs` is the plain one; a
+    distillation student (:class:`trlm.distill.student.StudentArgs`) is another."""
+
+    def build(self, token_order: str, seq_len: int, seed: int, device: torch.device, bf16: bool) -> LoadedModel: ...
+
+    def export(self, lm: LoadedModel, token_order: str, path: Path, *, final: bool = False, **meta) -> Path: ...
+
+    def load_weights(self, lm: LoadedModel, model_dir: Path) -> None: ...
+
+
+class Objective(Protocol):
+    """A loss with state (e.g. distillation's TAID schedule): called like a :data:`LossFn`, told the step's loss
+    once per optimizer step, and saved in checkpoints so a resumed run continues bit-identically."""
+
+    def __call__(self, model: torch.nn.Module, batch: dict) -> torch.Tensor: ...
+
+    def after_step(self, loss: float, step: int, total_steps: int) -> dict:
+        """``loss``: the step's training loss averaged over micro-batches and processes; ``step``: optimizer steps
+        done. Returns extra values for the step's metrics row (e.g. ``{"t": ...}``)."""
+        ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class ExampleSource(Protocol):
@@ -154,7 +182,7 @@ _RESUMABLE = {"threads", "steps", "time_limit", "eval_every", "save_every", "kee
               "device", "out"}
 
 
-def _check_resume(saved: dict, margs: ModelArgs, args: TrainArgs, path: Path) -> None:
+def _check_resume(saved: dict, margs: ModelSpec, args: TrainArgs, path: Path) -> None:
     now = {"model": jsonable(asdict(margs)), "train": jsonable(asdict(args))}
     for group in ("model", "train"):
         for k, v in now[group].items():
@@ -169,13 +197,15 @@ def _check_resume(saved: dict, margs: ModelArgs, args: TrainArgs, path: Path) ->
 # the loop
 
 
-def train(margs: ModelArgs, args: TrainArgs, data: TrainData, eval_data: TrainData | None = None,
-          loss_fn: LossFn = causal_lm_loss) -> TrainResult:
+def train(margs: ModelSpec, args: TrainArgs, data: TrainData, eval_data: TrainData | None = None,
+          loss_fn: LossFn | Objective = causal_lm_loss) -> TrainResult:
     """Train and return a :class:`TrainResult`; the model is written to ``args.out / "model"``.
 
+    ``margs``: what to train (:class:`~trlm.train.model.ModelArgs`, or any :class:`ModelSpec`).
     ``data`` / ``eval_data``: a list of :class:`~trlm.train.data.Example` (model-order ids and labels), or an
     :class:`ExampleSource` that builds them with the model's tokenizer. ``loss_fn`` is the training loss and the
-    evaluation loss (token-weighted over each batch's loss-bearing labels).
+    evaluation loss (token-weighted over each batch's loss-bearing labels); an :class:`Objective` also gets
+    ``after_step`` once per optimizer step and has its state checkpointed.
     """
     threads = torch.get_num_threads()
     try:
@@ -192,8 +222,8 @@ def _examples(data: TrainData | None, lm: LoadedModel, args: TrainArgs) -> list[
     return data.examples(lm, args.token_order, args.seq_len)
 
 
-def _train(margs: ModelArgs, args: TrainArgs, data: TrainData, eval_data: TrainData | None,
-           loss_fn: LossFn) -> TrainResult:
+def _train(margs: ModelSpec, args: TrainArgs, data: TrainData, eval_data: TrainData | None,
+           loss_fn: LossFn | Objective) -> TrainResult:
     from contextlib import nullcontext
 
     dist, device = init_distributed(args.device)
@@ -202,7 +232,7 @@ def _train(margs: ModelArgs, args: TrainArgs, data: TrainData, eval_data: TrainD
     bf16 = bf16_supported(device)[0] if args.precision == "auto" else args.precision == "bf16"
     log.info("precision: %s", "bf16 autocast" if bf16 else "fp32")
     out = Path(args.out)
-    lm = build_model(margs, args.token_order, args.seq_len, args.seed, device, bf16)
+    lm = margs.build(args.token_order, args.seq_len, args.seed, device, bf16)
     model = lm.model
     train_ex, eval_ex = _examples(data, lm, args), _examples(eval_data, lm, args)
     lengths = [len(e.input_ids) for e in train_ex] if args.group_by_length else None
@@ -219,6 +249,7 @@ def _train(margs: ModelArgs, args: TrainArgs, data: TrainData, eval_data: TrainD
     torch.manual_seed(args.seed + dist.rank)
     random.seed(args.seed + dist.rank)
     start, tokens, train_time = 0, 0, 0.0
+    stateful = hasattr(loss_fn, "after_step")
     ckpt = latest_checkpoint(out)
     if ckpt is not None and not args.resume:
         raise FileExistsError(f"{out} already holds checkpoints ({ckpt.name}); resume (the default), or delete "
@@ -226,7 +257,9 @@ def _train(margs: ModelArgs, args: TrainArgs, data: TrainData, eval_data: TrainD
     if ckpt is not None:
         state = torch.load(ckpt / "state.pt", weights_only=False)
         _check_resume(state["args"], margs, args, ckpt)
-        load_weights(lm, margs, ckpt / "model")
+        margs.load_weights(lm, ckpt / "model")
+        if stateful:
+            loss_fn.load_state_dict(state["objective"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"][dist.rank])
@@ -255,6 +288,8 @@ def _train(margs: ModelArgs, args: TrainArgs, data: TrainData, eval_data: TrainD
                      "tokens": tokens, "train_time": train_time, "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "rng": rngs,
                      "args": {"model": jsonable(asdict(margs)), "train": jsonable(asdict(args))}}
+            if stateful:
+                state["objective"] = loss_fn.state_dict()
             _save_checkpoint(out / "checkpoints", step, lm, margs, args, state)
         barrier(dist)
 
@@ -293,6 +328,8 @@ def _train(margs: ModelArgs, args: TrainArgs, data: TrainData, eval_data: TrainD
         done = step + 1
         row = {"step": done, "loss": round(loss_val, 5), "lr": sched.get_last_lr()[0], "tokens": tokens,
                "tokens_per_s": round(ntok_all / dt, 1)}
+        if stateful:
+            row.update(loss_fn.after_step(loss_val, done, args.steps))
         if eval_ex and (done == args.steps or (args.eval_every and done % args.eval_every == 0)):
             eval_loss = evaluate(model, eval_ex, args, pad_id, device, autocast, dist, loss_fn)
             row["eval_loss"] = round(eval_loss, 5)
@@ -314,7 +351,7 @@ def _train(margs: ModelArgs, args: TrainArgs, data: TrainData, eval_data: TrainD
     step = step + 1 if args.steps > start else start
     model_dir = out / "model"
     if dist.main:
-        export_model(lm, margs, args.token_order, model_dir, steps=step, tokens=tokens, eval_loss=eval_loss)
+        margs.export(lm, args.token_order, model_dir, final=True, steps=step, tokens=tokens, eval_loss=eval_loss)
     barrier(dist)
     return TrainResult(out, model_dir, step, tokens, loss_val, eval_loss, tokens / max(train_time, 1e-9))
 
@@ -340,12 +377,12 @@ def evaluate(model, examples, args: TrainArgs, pad_id: int, device, autocast, di
     return loss_sum / ntok
 
 
-def _save_checkpoint(root: Path, step: int, lm: LoadedModel, margs: ModelArgs, args: TrainArgs, state: dict) -> Path:
+def _save_checkpoint(root: Path, step: int, lm: LoadedModel, margs: ModelSpec, args: TrainArgs, state: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:06d}."))
     tmp.chmod(0o755)
     try:
-        export_model(lm, margs, args.token_order, tmp / "model", steps=step)
+        margs.export(lm, args.token_order, tmp / "model", steps=step)
         torch.save(state, tmp / "state.pt")
         replace_dir(tmp, root / f"step-{step:06d}")
     except BaseException:

@@ -46,6 +46,16 @@ class ModelArgs:
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
 
+    # the training loop's ModelSpec interface
+    def build(self, token_order: str, seq_len: int, seed: int, device: torch.device, bf16: bool) -> LoadedModel:
+        return build_model(self, token_order, seq_len, seed, device, bf16)
+
+    def export(self, lm: LoadedModel, token_order: str, path: Path, *, final: bool = False, **meta) -> Path:
+        return export_model(lm, self, token_order, path, **meta)
+
+    def load_weights(self, lm: LoadedModel, model_dir: Path) -> None:
+        load_weights(lm, self, model_dir)
+
 
 def build_model(margs: ModelArgs, token_order: str, seq_len: int, seed: int, device: torch.device,
                 bf16: bool) -> LoadedModel:

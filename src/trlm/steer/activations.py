@@ -1,0 +1,60 @@
+"""Residual-stream activations of (instruction, response) pairs read through the model's chat template.
+
+Each example is rendered as ``chat_template(instruction) + response`` and run through the engine in batches
+(:meth:`trlm.core.engine.Engine.hidden_states`, left-padded with masks). Positions of the chat prefix — the start
+token, any default system turn and the user header before the instruction — are dropped, as AxBench does; the
+instruction and the response remain. Values are float32 on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from trlm.core.engine import Engine
+from trlm.steer.data import Example
+
+_MARK = "\uE000"  # a private-use character standing in for the instruction, to find where the user text starts
+
+
+@dataclass
+class Activations:
+    """``tokens[layer][i]``: (n_i, d) activations of example i's non-prefix positions."""
+
+    layers: tuple[int, ...]
+    tokens: dict[int, list[torch.Tensor]]
+
+    def stacked(self, layer: int, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ n_i, d) token activations of examples ``rows`` and the (Σ n_i,) example index of each token."""
+        acts = [self.tokens[layer][i] for i in rows]
+        owner = torch.cat([torch.full((len(a),), k) for k, a in zip(rows, acts)])
+        return torch.cat(acts), owner
+
+
+def chat_ids(engine: Engine, ex: Example) -> tuple[list[int], int]:
+    """Model-order ids of ``chat(instruction) + response`` and the length of the chat prefix to drop."""
+    template = engine.chat_prompt(_MARK)
+    head = template[:template.index(_MARK)]
+    full = engine.chat_prompt(ex.prompt) + ex.response
+    ids = engine.encode_prompt(full, "forward")
+    skip = len(engine.encode_prompt(head, "forward"))
+    if ids[:skip] != engine.encode_prompt(head, "forward"):  # the tokeniser merged across the boundary
+        skip = max(1, skip - 1)
+    return ids, skip
+
+
+def collect(engine: Engine, examples: Sequence[Example], layers: Sequence[int], *, max_tokens: int = 512,
+            progress: bool = False) -> Activations:
+    """Activations of ``examples`` after decoder blocks ``layers``; each sequence cut to ``max_tokens``."""
+    if not engine.supports("forward"):
+        raise ValueError(f"{engine.name} reads text backwards; concept detection needs a forward model")
+    seqs, skips = [], []
+    for ex in examples:
+        ids, skip = chat_ids(engine, ex)
+        seqs.append(ids[:max_tokens])
+        skips.append(min(skip, len(ids[:max_tokens]) - 1))
+    states = engine.hidden_states(seqs, list(layers), progress=progress)
+    tokens = {layer: [s[layer][k:] for s, k in zip(states, skips)] for layer in layers}
+    return Activations(tuple(layers), tokens)
