@@ -225,7 +225,8 @@ def _load_sharing(path: Path, meta: dict, dtype: torch.dtype):
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    donor = load_model(meta["shared_from"], device="cpu", dtype=torch.float32).model.state_dict()
+    donor_lm = load_model(meta["shared_from"], device="cpu", dtype=torch.float32)
+    donor = donor_lm.model.state_dict()
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch.float32)
     state = {k: v.float() for k, v in load_file(path / "model.safetensors").items()}
     for k in meta.get("shared_tensors", []):
@@ -238,7 +239,9 @@ def _load_sharing(path: Path, meta: dict, dtype: torch.dtype):
                          f"{meta['shared_from']} (missing {missing}, unexpected {unexpected})")
     if tied:
         model.tie_weights()
-    return model.to(dtype=dtype), AutoTokenizer.from_pretrained(str(path))
+    # a shipped student may leave out the tokenizer too: it is the donor's by construction
+    tok = AutoTokenizer.from_pretrained(str(path)) if (path / "tokenizer_config.json").exists() else donor_lm.tokenizer
+    return model.to(dtype=dtype), tok
 
 
 def list_models() -> list[dict]:
