@@ -93,14 +93,15 @@ def steer(model: torch.nn.Module, interventions: Mapping[int, torch.nn.Module]) 
     try:
         for layer, module in interventions.items():
             module.to(device)
-            handles.append(blocks[layer].register_forward_hook(_hook(module)))
+            handles.append(blocks[layer].register_forward_hook(residual_hook(module)))
         yield
     finally:
         for h in handles:
             h.remove()
 
 
-def _hook(module: torch.nn.Module):
+def residual_hook(module: torch.nn.Module):
+    """A forward hook for a decoder block that passes its output hidden states through ``module``."""
     def hook(_block, _inputs, output):
         if isinstance(output, tuple):
             return (module(output[0]), *output[1:])

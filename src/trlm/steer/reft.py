@@ -24,8 +24,8 @@ import torch
 
 from trlm.core.io import write_json
 from trlm.core.models import LoadedModel, decoder_layers, load_model
-from trlm.steer.hooks import TopKMean
-from trlm.train.losses import causal_lm_loss
+from trlm.steer.hooks import TopKMean, residual_hook
+from trlm.train.losses import causal_lm_loss, unwrap
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class ReftSpec:
         torch.manual_seed(seed)
         module = TopKMean(model.config.hidden_size, self.k).to(device)
         model.add_module("reft_r1", module)  # its one parameter is what the loop's optimizer sees
-        blocks[self.layer].register_forward_hook(_edit(module))
+        blocks[self.layer].register_forward_hook(residual_hook(module))
         model.train()
         return LoadedModel(model, lm.tokenizer, f"{self.model}+reft-r1@{self.layer}", token_order, {})
 
@@ -77,14 +77,6 @@ class ReftSpec:
             lm.model.reft_r1.w.copy_(load_file(model_dir / "reft_r1.safetensors")["w"])
 
 
-def _edit(module: TopKMean):
-    def hook(_block, _inputs, output):
-        if isinstance(output, tuple):
-            return (module(output[0]), *output[1:])
-        return module(output)
-    return hook
-
-
 class ReftObjective:
     """LM loss on the responses plus the annealed L1 on non-top-k latents; w's gradient is kept orthogonal to w and
     w renormalised after each optimizer step."""
@@ -94,7 +86,7 @@ class ReftObjective:
         self.module: TopKMean | None = None
 
     def __call__(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
-        module: TopKMean = _unwrap(model).reft_r1
+        module: TopKMean = unwrap(model).reft_r1
         if module is not self.module:  # first call: keep the gradient orthogonal to w from now on
             self.module = module
             module.w.register_hook(_orthogonal_to(module.w))
@@ -164,9 +156,3 @@ def fit_reft(model: str, layer: int, examples, out: Path, *, epochs: int = 1, lr
     r = train(spec, args, Source(), None, ReftObjective(steps))
     w = load_file(r.model_dir / "reft_r1.safetensors")["w"]
     return w / w.norm()
-
-
-def _unwrap(model):
-    from torch.nn.parallel import DistributedDataParallel
-
-    return model.module if isinstance(model, DistributedDataParallel) else model

@@ -19,7 +19,7 @@ def logits_at(model: torch.nn.Module, batch: dict, at: torch.Tensor) -> torch.Te
     The vocabulary projection runs only there (not at padding, nor at masked prompt tokens): a pre-hook on the
     output layer hands it just those hidden states. Students and teachers alike go through here.
     """
-    head = _unwrap(model).get_output_embeddings()
+    head = unwrap(model).get_output_embeddings()
     hook = head.register_forward_pre_hook(lambda _m, inputs: (inputs[0][at][None],))  # (1, N, H)
     try:
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[0]
@@ -34,7 +34,7 @@ def causal_lm_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits_at(model, batch, at).float(), labels[labels != -100])
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     return model.module if isinstance(model, DistributedDataParallel) else model
