@@ -33,16 +33,19 @@ class Activations:
         return torch.cat(acts), owner
 
 
-def chat_ids(engine: Engine, ex: Example) -> tuple[list[int], int]:
-    """Model-order ids of ``chat(instruction) + response`` and the length of the chat prefix to drop."""
+def chat_head(engine: Engine) -> list[int]:
+    """Model-order ids of the chat prefix: everything the template puts before the user's text."""
     template = engine.chat_prompt(_MARK)
-    head = template[:template.index(_MARK)]
-    full = engine.chat_prompt(ex.prompt) + ex.response
-    ids = engine.encode_prompt(full, "forward")
-    skip = len(engine.encode_prompt(head, "forward"))
-    if ids[:skip] != engine.encode_prompt(head, "forward"):  # the tokeniser merged across the boundary
-        skip = max(1, skip - 1)
-    return ids, skip
+    return engine.encode_prompt(template[:template.index(_MARK)], "forward")
+
+
+def chat_ids(engine: Engine, ex: Example, head: list[int] | None = None) -> tuple[list[int], int]:
+    """Model-order ids of ``chat(instruction) + response`` and the length of the chat prefix to drop (the ids it
+    shares with :func:`chat_head`, so a token merged across the boundary is kept)."""
+    head = chat_head(engine) if head is None else head
+    ids = engine.encode_prompt(engine.chat_prompt(ex.prompt) + ex.response, "forward")
+    skip = next((k for k, (a, b) in enumerate(zip(ids, head)) if a != b), min(len(ids), len(head)))
+    return ids, max(1, skip)
 
 
 def collect(engine: Engine, examples: Sequence[Example], layers: Sequence[int], *, max_tokens: int = 512,
@@ -50,9 +53,9 @@ def collect(engine: Engine, examples: Sequence[Example], layers: Sequence[int], 
     """Activations of ``examples`` after decoder blocks ``layers``; each sequence cut to ``max_tokens``."""
     if not engine.supports("forward"):
         raise ValueError(f"{engine.name} reads text backwards; concept detection needs a forward model")
-    seqs, skips = [], []
+    seqs, skips, head = [], [], chat_head(engine)
     for ex in examples:
-        ids, skip = chat_ids(engine, ex)
+        ids, skip = chat_ids(engine, ex, head)
         seqs.append(ids[:max_tokens])
         skips.append(min(skip, len(ids[:max_tokens]) - 1))
     states = engine.hidden_states(seqs, list(layers), progress=progress)
