@@ -9,6 +9,8 @@ Each system registers module-level command functions that load, call one library
     trlm guard | guard-train-filter | bench guard                  trlm.guard.cli
     trlm train | bench train                                       trlm.train.cli
     trlm bench speculative                                         trlm.speculative.cli
+    trlm factcheck score|synth|train | bench factcheck             trlm.factcheck.cli
+    trlm redteam generate|run|judge|report|pipeline | bench redteam trlm.redteam.cli
     trlm serve | bench serve                                       trlm.serve.cli
 
 A user error (bad input file, unknown model, token-order mismatch, missing file, bad setting) prints one line
@@ -30,7 +32,9 @@ from trlm.core.checkpoint import ModelError
 from trlm.core.io import InputError
 from trlm.core.llm import LLMError
 from trlm.distill import cli as distill_cli
+from trlm.factcheck import cli as factcheck_cli
 from trlm.guard import cli as guard_cli
+from trlm.redteam import cli as redteam_cli
 from trlm.rerank import cli as rerank_cli
 from trlm.retrieve import cli as retrieve_cli
 from trlm.serve import cli as serve_cli
@@ -70,7 +74,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log decis
 
 
 for _system in (core_cli, speculative_cli, rerank_cli, retrieve_cli, cite_cli, guard_cli, train_cli, distill_cli,
-                steer_cli, serve_cli):
+                steer_cli, factcheck_cli, redteam_cli, serve_cli):
     _system.register(app, bench)
 
 

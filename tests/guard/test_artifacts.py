@@ -34,3 +34,15 @@ def test_any_attack_folder_is_discovered_and_read(tmp_path):
 
 def test_the_shared_artifacts_hold_pair_gcg_and_jbc():
     assert discover_attacks(default_data_dir() / "jailbreakbench_artifacts") == ["GCG", "JBC", "PAIR"]
+
+
+def test_fpr_threshold_flags_at_most_the_target_share_of_safe_scores():
+    import numpy as np
+
+    from trlm.guard.data import fpr_threshold
+
+    safe = np.linspace(0.0, 1.0, 101)  # 101 safe prompts with scores 0.00 .. 1.00
+    t = fpr_threshold(safe, 0.05)
+    assert np.mean(safe >= t) <= 0.05 and np.mean(safe >= 0.95) > 0.05 - 1e-9  # 5 flagged, the 6th is not
+    assert int(np.sum(safe >= t)) == 5
+    assert np.sum(safe >= fpr_threshold(safe, 0.0)) == 0

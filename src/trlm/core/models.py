@@ -192,6 +192,9 @@ def load_model(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     meta = (read_meta(path) if path is not None and path.is_dir() else None) or {"token_order": "forward"}
+    if meta.get("kind") == "factcheck":
+        raise ModelError(f"{name_or_path} is a fact checker (a sequence classifier), not a language model; use it "
+                         "with `trlm factcheck score --checker ...` or trlm.factcheck.make_checker")
     order = meta["token_order"]
     if token_order is not None and token_order != order:
         raise ModelError(f"{name_or_path} has token order {order!r} (from {META_FILE if kind != 'hub' else 'default'})"
@@ -254,7 +257,8 @@ def list_models() -> list[dict]:
                      "description": spec.description})
     for name, path in shipped_models().items():
         meta = read_meta(path) or {}
-        rows.append({"name": name, "kind": "shipped", "token_order": meta.get("token_order"),
+        kind = "shipped checker" if meta.get("kind") == "factcheck" else "shipped"
+        rows.append({"name": name, "kind": kind, "token_order": meta.get("token_order"),
                      "cached": True, "size_mb": _size_mb(path), "description": meta.get("description", "")})
     return rows
 

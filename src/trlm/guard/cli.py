@@ -68,6 +68,9 @@ def train_filter_cmd(
     c: float = typer.Option(1.0, help="Inverse L2 strength of the logistic regression."),
     val_frac: float = typer.Option(0.2, help="Share of the pool held out to choose the threshold."),
     seed: int = typer.Option(0),
+    max_fpr: Optional[float] = typer.Option(None, help="Operating point: the lowest threshold flagging at most this "
+                                            "share of the dev safe prompts (even-id XSTest, out of fold); default: "
+                                            "best balanced accuracy on the validation split."),
 ):
     """Train the MiniLM + logistic-regression input filter (even-id XSTest, ASTRAL, AlpacaEval dev)."""
     import json
@@ -75,9 +78,10 @@ def train_filter_cmd(
     from trlm.core.io import default_data_dir
     from trlm.guard.data import train_embedding_filter
 
-    cmd = f"trlm guard-train-filter --out {out} --c {c} --val-frac {val_frac} --seed {seed}"
+    cmd = f"trlm guard-train-filter --out {out} --c {c} --val-frac {val_frac} --seed {seed}" + \
+        (f" --max-fpr {max_fpr}" if max_fpr is not None else "")
     filt, report = train_embedding_filter(data or default_data_dir(), val_frac=val_frac, c=c, seed=seed,
-                                          command=cmd, progress=True)
+                                          max_fpr=max_fpr, command=cmd, progress=True)
     filt.save(out)
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "train_sources"}, indent=2))
 

@@ -136,13 +136,26 @@ def training_examples(data_dir: Path) -> list[Example]:
     return out
 
 
-def train_embedding_filter(data_dir: Path, *, val_frac: float = 0.2, c: float = 1.0, seed: int = 0,
-                           command: str = "", progress: bool = False):
-    """Fit the MiniLM + logistic-regression filter and pick its threshold on a held-out validation split.
+def fpr_threshold(safe_scores, max_fpr: float) -> float:
+    """The lowest threshold at which at most ``max_fpr`` of ``safe_scores`` are flagged (``score >= threshold``)."""
+    import numpy as np
 
-    Classes are weighted to balance. The threshold maximises balanced accuracy (TPR - FPR) on the validation
-    split. Returns ``(EmbeddingFilter, report)``; the report holds the validation figures and the filter's own
-    FNR on the plain JBB harmful goals and FPR on the odd-``id`` XSTest safe prompts (neither used in training).
+    s = np.sort(np.asarray(safe_scores, dtype=float))[::-1]
+    k = int(np.floor(max_fpr * len(s)))  # this many safe prompts may be flagged
+    return float(np.nextafter(s[k], np.inf)) if k < len(s) else float(s[-1])
+
+
+def train_embedding_filter(data_dir: Path, *, val_frac: float = 0.2, c: float = 1.0, seed: int = 0,
+                           max_fpr: float | None = None, command: str = "", progress: bool = False):
+    """Fit the MiniLM + logistic-regression filter and pick its threshold.
+
+    Classes are weighted to balance. By default the threshold maximises balanced accuracy (TPR - FPR) on the
+    validation split. With ``max_fpr`` it is an operating point instead: the lowest threshold that flags at most
+    that share of the **dev safe prompts**, the even-``id`` XSTest safe prompts (look-alikes of unsafe requests, the
+    hard negatives), scored out of fold (5-fold cross-validation over the whole pool, so no prompt is scored by a
+    model that saw it). Returns ``(EmbeddingFilter, report)``; the report holds the validation figures and the
+    filter's own FNR on the plain JBB harmful goals and FPR on the odd-``id`` XSTest safe prompts and the JBB benign
+    behaviours (none used in training or in choosing the threshold).
     """
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -165,9 +178,20 @@ def train_embedding_filter(data_dir: Path, *, val_frac: float = 0.2, c: float = 
     clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(X[tr], y[tr])
     p_val = clf.predict_proba(X[~tr])[:, 1]
     y_val = y[~tr]
-    cands = np.unique(p_val)
-    j = [(p_val[y_val == 1] >= t).mean() - (p_val[y_val == 0] >= t).mean() for t in cands]
-    thr = float(cands[int(np.argmax(j))])
+    if max_fpr is None:
+        cands = np.unique(p_val)
+        j = [(p_val[y_val == 1] >= t).mean() - (p_val[y_val == 0] >= t).mean() for t in cands]
+        thr = float(cands[int(np.argmax(j))])
+    else:
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        if not 0 <= max_fpr < 1:
+            raise ValueError(f"--max-fpr must be in [0, 1), got {max_fpr}")
+        folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+        oof = cross_val_predict(LogisticRegression(C=c, class_weight="balanced", max_iter=2000), X, y, cv=folds,
+                                method="predict_proba")[:, 1]
+        dev_safe = oof[[i for i, e in enumerate(ex) if e.source == "xstest-even-safe"]]
+        thr = fpr_threshold(dev_safe, max_fpr)
     f = EmbeddingFilter(tuple(float(w) for w in clf.coef_[0]), float(clf.intercept_[0]), thr)
     jbb = [r["Goal"] for r in jbb_behaviors(data_dir, "harmful")]
     xs_safe = [r["prompt"] for r in xstest(data_dir, "odd", "safe")]
@@ -179,6 +203,9 @@ def train_embedding_filter(data_dir: Path, *, val_frac: float = 0.2, c: float = 
         "jbb_goals_fnr": 1.0 - float(np.mean(f.flag(jbb))),
         "xstest_odd_safe_fpr": float(np.mean(f.flag(xs_safe))),
         "xstest_odd_unsafe_fnr": 1.0 - float(np.mean(f.flag(xs_unsafe))),
-        "c": c, "seed": seed, "val_frac": val_frac, "threshold": thr, "command": command,
+        "jbb_benign_fpr": float(np.mean(f.flag([r["Goal"] for r in jbb_behaviors(data_dir, "benign")]))),
+        "operating_point": "balanced accuracy on validation" if max_fpr is None else
+        f"FPR <= {max_fpr} on out-of-fold even-id XSTest safe prompts",
+        "c": c, "seed": seed, "val_frac": val_frac, "max_fpr": max_fpr, "threshold": thr, "command": command,
     }
     return EmbeddingFilter(f.coef, f.intercept, thr, report), report
