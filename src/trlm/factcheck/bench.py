@@ -75,7 +75,7 @@ def _checker(spec: str, out: Path, data_dir: Path, calibration_pairs: int, seed:
                                 "cg2c_bacc_at_0.5": bacc_at([p.label for p in pairs],
                                                             [inner.prob(x) for x in raw], 0.5)}}
     elif isinstance(inner, PMIChecker):
-        info = {"calibration": {"a": inner.a, "b": inner.b, "source": "CALIBRATION defaults"}}
+        info = {"calibration": {"a": inner.a, "b": inner.b, "source": "built-in (checkers.CALIBRATION)"}}
     return checker, info
 
 

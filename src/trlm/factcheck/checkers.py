@@ -42,10 +42,12 @@ TEMPLATE = ('{doc}\n\nChoose your answer: based on the paragraph above can we co
 QUESTION = TEMPLATE.split("{doc}", 1)[1]  # what follows the document (holds {claim})
 CHECKERS = ("minilm", "smollm2-yesno", "trlm-ba", "trlm-fo", "forward-pmi")
 SHIPPED_CHECKER = "trlm-factcg-minilm"
-# (a, b) of sigmoid(a * pmi + b) per PMI checker: logistic regression on the max-chunk PMI of 400 CG2C-Doc pairs
-# (200 supported, 200 not), see `trlm factcheck calibrate`; measured values are filled in below.
-CALIBRATION: dict[str, tuple[float, float]] = {"trlm-ba": (0.1, 0.0), "trlm-fo": (0.1, 0.0),
-                                               "forward-pmi": (0.1, 0.0)}
+PMI_CHECKERS = ("trlm-ba", "trlm-fo", "forward-pmi")
+# (a, b) of sigmoid(a * pmi + b): logistic regression of the label on the max-chunk PMI of 200 CG2C-Doc pairs
+# (label-stratified, seed 1), fitted by `trlm bench factcheck --calibration-pairs 200` (runs/bench_factcheck30;
+# 0.71 BAcc on those pairs). A PMI checker without a fitted entry uses (1, 0): supported iff the claim makes the
+# document more likely (PMI > 0).
+CALIBRATION: dict[str, tuple[float, float]] = {"trlm-ba": (0.03355, -2.053)}
 
 
 @dataclass(frozen=True)
@@ -201,10 +203,10 @@ class PMIChecker(FactChecker):
     def __init__(self, engine: Engine, name: str, calibration: tuple[float, float] | None = None):
         from trlm.scoring import make_scorer
 
-        if name not in CALIBRATION:
-            raise ValueError(f"unknown PMI checker {name!r}; choose from {', '.join(CALIBRATION)}")
+        if name not in PMI_CHECKERS:
+            raise ValueError(f"unknown PMI checker {name!r}; choose from {', '.join(PMI_CHECKERS)}")
         self.engine, self.name = engine, name
-        self.a, self.b = calibration or CALIBRATION[name]
+        self.a, self.b = calibration or CALIBRATION.get(name, (1.0, 0.0))
         if name == "forward-pmi":
             self.direction = "forward"
         else:
@@ -271,7 +273,7 @@ def make_checker(name: str, model: str | None = None, *, device: str | None = No
         return CrossEncoderChecker(model or SHIPPED_CHECKER, device=device)
     if name == "smollm2-yesno":
         return YesNoChecker(get_engine(model or "smollm2-135m-instruct", device=device))
-    if name in CALIBRATION:
+    if name in PMI_CHECKERS:
         default = {"trlm-ba": "trlm-ba-smol"}.get(name, "smollm2-135m-instruct")
         return PMIChecker(get_engine(model or default, device=device), name)
     p = Path(name).expanduser()

@@ -1,6 +1,6 @@
 """``trlm factcheck score|synth|train`` and ``trlm bench factcheck``.
 
-    trlm factcheck score pairs.jsonl --checker minilm --out checked.jsonl
+    trlm factcheck score pairs.jsonl --checker trlm-ba --out checked.jsonl
     trlm factcheck synth --docs docs.jsonl --out runs/fc/offline.jsonl --mode offline --client smollm2-135m-instruct
     trlm factcheck train --data ../shared/data/factcg_cg2c/CG2C_doc.json --data runs/fc/offline.jsonl --out runs/fc/m
     trlm bench factcheck --out runs/bench_factcheck --checkers minilm,smollm2-yesno,trlm-ba --limit 200
@@ -32,7 +32,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
 def score_cmd(
     input: Path = typer.Argument(..., help='JSONL with {"doc": str, "claim": str} per line (extra fields kept).'),
     out: Path = typer.Option(..., "--out", "-o", help="Input rows plus prob, label, best_chunk, chunk_probs."),
-    checker: str = typer.Option("minilm", help=CheckerHelp),
+    checker: str = typer.Option("trlm-ba", help=CheckerHelp),
     model: Optional[str] = typer.Option(None, help="LM of an LM checker (default: the checker's own)."),
     threshold: Optional[float] = typer.Option(None, help="label = prob > threshold (default: the checker's, 0.5)."),
     chunk_words: Optional[int] = typer.Option(None, help="Chunk size in words (default: the checker's)."),

@@ -143,11 +143,15 @@ def pipeline_cmd(
 
 
 def train_oracle_cmd(
-    out: Path = typer.Option(Path(__file__).resolve().parent / "offline_oracle.npz", "--out", "-o"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Weights file (default: the shipped "
+                                       "trlm/redteam/offline_oracle.npz)."),
     data: Optional[Path] = DataOpt,
 ):
     """Train the offline oracle on ASTRAL's judged outputs (evaluation-set outputs kept out)."""
+    from trlm.redteam.oracle import SHIPPED
     from trlm.redteam.oracle_train import train_oracle
+
+    out = out or SHIPPED
 
     r = train_oracle(data or default_data_dir(), out)
     typer.echo(f"trained on {r['train_rows']} outputs ({r['unsafe_rows']} unsafe); C={r['C']}, threshold "
