@@ -117,7 +117,6 @@ def synth_cmd(
     rows, meta = res.rows, res.meta
     if filter_checker and rows:
         from trlm.factcheck.checkers import make_checker
-        from trlm.factcheck.data import read_cg2c  # noqa: F401  (schema documented there)
 
         checks = make_checker(filter_checker).score([r["text_a"] for r in rows], [r["text_b"][0] for r in rows],
                                                     progress=True)
