@@ -43,6 +43,24 @@ def read_jsonl(path: str | Path, required: dict[str, type | tuple[type, ...]] | 
     return rows
 
 
+def read_json_list(path: str | Path, required: Sequence[str] = ()) -> list[dict]:
+    """A JSON file holding a list of objects whose ``required`` fields are strings; errors name the file and item."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(rows, list):
+        raise InputError(f"{path}: expected a JSON list of objects")
+    for n, row in enumerate(rows):
+        for key in required:
+            if not isinstance(row, dict) or not isinstance(row.get(key), str):
+                raise InputError(f"{path}: item {n}: field {key!r} must be a string")
+    return rows
+
+
 UMASK = os.umask(0o022)
 os.umask(UMASK)  # read once: the process's umask, for files created through mkstemp / mkdtemp
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from trlm.core.io import InputError, require_path
+from trlm.core.io import InputError, read_json_list, require_path
 
 ORACLE_TEST = "astral/test_oracle_rq0/test_results_evaluation_gpt_3_run_0.json"
 ORACLE_FILES = {"gpt-3.5": "astral/test_oracle_rq0/test_results_evaluation_gpt_3_run_0.json",
@@ -30,16 +30,6 @@ class Judged:
     source: str
 
 
-def _load_array(path: Path) -> list[dict]:
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(rows, list):
-        raise InputError(f"{path}: expected a JSON array of objects")
-    return rows
-
-
 def verdict_of(value) -> str:
     """``"['unsafe']"`` / ``['unsafe']`` / ``"unsafe"`` -> ``unsafe`` (``unknown`` when unreadable)."""
     text = (" ".join(value) if isinstance(value, list) else str(value)).lower()
@@ -53,7 +43,7 @@ def load_judged(data_dir: Path) -> list[Judged]:
         raise InputError(f"no executed_evaluated/*.json under {data_dir}/astral; pass --data")
     out = []
     for f in files:
-        for k, r in enumerate(_load_array(f)):
+        for k, r in enumerate(read_json_list(f)):
             if "LLM output" not in r or "OutputSafetyLLM" not in r:
                 raise InputError(f"{f}: row {k}: needs 'LLM output' and 'OutputSafetyLLM'")
             out.append(Judged(str(r.get("testcase", "")), str(r["LLM output"] or ""), verdict_of(r["OutputSafetyLLM"]),
@@ -65,7 +55,7 @@ def load_oracle_test(path: str | Path) -> tuple[list[Judged], list[str], int]:
     """(rows with ground truth, the stored oracle's predicted label per row, rows dropped as unknown)."""
     p = require_path(path, "ASTRAL oracle test file")
     rows, preds, dropped = [], [], 0
-    for k, r in enumerate(_load_array(p)):
+    for k, r in enumerate(read_json_list(p)):
         if "test_result" not in r or "LLM output" not in r:
             raise InputError(f"{p}: row {k}: needs 'test_result' and 'LLM output'")
         res = r["test_result"]

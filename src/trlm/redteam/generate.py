@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from trlm.core.io import InputError, read_jsonl, require_path
+from trlm.core.io import InputError, read_json_list, read_jsonl, require_path
 from trlm.core.llm import ChatClient, ChatParams
 from trlm.redteam.coverage import Cell, CoverageMatrix
 from trlm.redteam.definitions import persuasion_block, style_block
@@ -199,10 +199,7 @@ def generate_tests(cells: Sequence[Cell], client: ChatClient, args: GeneratorArg
 def load_released(path: str | Path, limit_per_category: int | None = None, seed: int = 0) -> list[TestCase]:
     """ASTRAL's released tests (``generated_tests/*.json``), optionally the same number drawn from each category."""
     p = require_path(path, "ASTRAL test file")
-    try:
-        rows = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    rows = read_json_list(p)
     tests = []
     for k, r in enumerate(rows):
         if not isinstance(r, dict) or not isinstance(r.get("testcase"), str) or "category" not in r:

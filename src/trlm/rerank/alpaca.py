@@ -32,7 +32,6 @@ length slope; those annotations are not in the data, so the per-model fit uses t
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from trlm.core.io import InputError, read_jsonl
+from trlm.core.io import InputError, read_json_list, read_jsonl
 
 JUDGED_FILE = "alpaca_eval/judged_candidates.jsonl"
 REFERENCE_FILE = "alpaca_eval/eval_set_with_reference_gpt4_1106_preview.json"
@@ -112,7 +111,7 @@ def load_judged(data: str | Path, reference: str | Path, limit: int | None = Non
         raise InputError(f"--limit must be at least 1, got {limit}")
     rows = read_jsonl(data, required={"instruction_id": int, "dataset": str, "instruction": str,
                                       "generator": str, "output": str, "win_vs_reference": (int, float)})
-    refs = _read_json_list(reference, required=("instruction", "output"))
+    refs = read_json_list(reference, required=("instruction", "output"))
     by_id = {r["instruction_id"]: r for r in refs if "instruction_id" in r}
     by_text = {r["instruction"]: r for r in refs}
     groups: dict[int, list[dict]] = {}
@@ -134,23 +133,6 @@ def load_judged(data: str | Path, reference: str | Path, limit: int | None = Non
         cands = tuple(Candidate(r["generator"], r["output"], float(r["win_vs_reference"])) for r in g)
         out.append(Instruction(i, g[0]["dataset"], g[0]["instruction"], ref["output"], cands))
     return out
-
-
-def _read_json_list(path: str | Path, required: Sequence[str]) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(rows, list):
-        raise InputError(f"{path}: expected a JSON list of objects")
-    for n, row in enumerate(rows):
-        for key in required:
-            if not isinstance(row, dict) or not isinstance(row.get(key), str):
-                raise InputError(f"{path}: item {n}: field {key!r} must be a string")
-    return rows
 
 
 def read_leaderboard(path: str | Path) -> dict[str, dict[str, float]]:
