@@ -1,4 +1,6 @@
-"""Quality report and training curve for the shipped reverse model ``trlm-ba-smol``.
+"""Quality report and training curve for a shipped reverse model (``trlm-ba-smol``) or both-orders model
+(``trlm-foba-smol``: ``--model trlm-foba-smol --compare trlm-ba-smol`` also reads it forward, and scores the same
+pairs with the compared model).
 
     .venv/bin/python scripts/reverse_model_report.py --run runs/trlm-ba-smol --n 100 \\
         --out runs/trlm-ba-smol/quality.json --plot docs/reverse_model_curve.png
@@ -41,7 +43,7 @@ def _ppl(lls) -> float:
     return round(math.exp(-sum(x.logprob for x in lls) / sum(x.num_tokens for x in lls)), 3)
 
 
-def plot_curve(metrics: Path, png: Path, refs: dict[str, float] | None = None) -> None:
+def plot_curve(metrics: Path, png: Path, refs: dict[str, float] | None = None, title: str = "") -> None:
     """Train / held-out loss against tokens; ``refs`` adds horizontal lines (label -> nats/token)."""
     import matplotlib
 
@@ -63,8 +65,8 @@ def plot_curve(metrics: Path, png: Path, refs: dict[str, float] | None = None) -
         ax.axhline(value, ls=style, color="0.3", lw=1)
         ax.text(tok[-1], value, label, ha="right", va="bottom", fontsize=8, color="0.3")
     ax.set_xlabel("training tokens (thousands)")
-    ax.set_ylabel("reverse-order cross-entropy (nats/token)")
-    ax.set_title("trlm-ba-smol: LoRA r=32 on SmolLM2-135M-Instruct, reverse token order")
+    ax.set_ylabel("cross-entropy in the run's token order (nats/token)")
+    ax.set_title(title or "trlm-ba-smol: LoRA r=32 on SmolLM2-135M-Instruct, reverse token order")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -81,6 +83,7 @@ def main() -> None:
     p.add_argument("--max-answer-tokens", type=int, default=200)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--plot", type=Path)
+    p.add_argument("--compare", default=None, help="another reverse / both-orders model scored on the same pairs")
     a = p.parse_args()
     rows = read_jsonl(a.run / "data" / "eval.jsonl", {"query": str, "response": str})
     rows = random.Random(0).sample(rows, min(a.n, len(rows)))
@@ -94,14 +97,24 @@ def main() -> None:
         "forward_model_reversed_text": perplexities(untrained_rev, pairs, "reverse"),
     }
     del fwd, untrained_rev
-    results["trained_reverse_model"] = perplexities(Engine.load(a.model, dtype="float32"), pairs, "reverse")
+    trained = Engine.load(a.model, dtype="float32")
+    results["trained_reverse_model"] = perplexities(trained, pairs, "reverse")
+    if trained.token_order == "both":
+        results["trained_model_forward"] = perplexities(trained, pairs, "forward")
     results["model"] = a.model
+    del trained
+    if a.compare:
+        results["compare"] = {"model": a.compare,
+                              "reverse": perplexities(Engine.load(a.compare, dtype="float32"), pairs, "reverse")}
     write_json(a.out, results)
     if a.plot:
+        title = ("" if a.model == "trlm-ba-smol" else
+                 f"{a.model}: LoRA on SmolLM2-135M-Instruct, token order(s) of the run")
         plot_curve(a.run / "metrics.jsonl", a.plot, {
             "untrained forward model on reversed text (100 held-out pairs)":
                 math.log(results["forward_model_reversed_text"]["full"]),
-            "forward model on forward text (same pairs)": math.log(results["forward_model_forward"]["full"])})
+            "forward model on forward text (same pairs)": math.log(results["forward_model_forward"]["full"])},
+            title=title)
     print(json.dumps(results, indent=2))
 
 

@@ -149,6 +149,42 @@ def test_load_judged_limit_and_reference(judged):
     assert all(len(ins.candidates) == 24 for ins in first)
 
 
+@needs_data
+def test_dev_and_heldout_splits_partition_the_instructions(judged):
+    dev = {i.instruction_id for i in A.load_judged(JUDGED, REFERENCE, dev=True)}
+    held = {i.instruction_id for i in A.load_judged(JUDGED, REFERENCE, heldout=True)}
+    assert dev and held and not dev & held and dev | held == {i.instruction_id for i in judged}
+    assert all(i % 5 == 3 for i in held) and all(i % 5 != 3 for i in dev)
+    with pytest.raises(InputError, match="not both"):
+        A.load_judged(JUDGED, REFERENCE, heldout=True, dev=True)
+
+
+def test_alpha_choice_takes_best_dev_lc_and_smaller_alpha_on_ties():
+    from trlm.rerank.alpha import choose
+
+    rows = {"0": {"alpha": 0.0, "lc_win_rate": 0.2}, "1": {"alpha": 1.0, "lc_win_rate": 0.3},
+            "4": {"alpha": 4.0, "lc_win_rate": 0.3}, "16": {"alpha": 16.0, "lc_win_rate": 0.1}}
+    assert choose(rows) == 1.0
+
+
+@needs_data
+def test_alpha_sweep_at_zero_is_the_forward_pick_and_large_alpha_the_trlm_ba_pick(judged, difficulty):
+    from trlm.core.schema import LogLik
+    from trlm.rerank.alpha import sweep
+
+    ins = judged[:A.N_SPLITS * 2]
+    rng = np.random.default_rng(0)
+    fw = [[LogLik(float(-rng.uniform(1, 50)), 10, False) for _ in i.candidates] for i in ins]
+    ba = [[LogLik(float(-rng.uniform(1, 50)), 10, False) for _ in i.candidates] for i in ins]
+    table = sweep(ins, fw, ba, difficulty, alphas=(0.0, 1e6))
+
+    def win(lls):
+        return float(np.mean([i.candidates[A.pick_best([x.logprob for x in row])].win for i, row in zip(ins, lls)]))
+
+    assert table["combined-sum"]["0"]["win_rate"] == pytest.approx(win(fw))
+    assert table["combined-sum"]["1e+06"]["win_rate"] == pytest.approx(win(ba))
+
+
 def test_load_judged_errors_name_the_problem(tmp_path):
     ref = tmp_path / "ref.json"
     ref.write_text(json.dumps([{"instruction": "Say hi.", "output": "Hi!"}]))

@@ -172,6 +172,20 @@ def test_bench_retrieve_shape(tmp_path):
     assert "| bm25+length |" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_bench_retrieve_dense_first_stage_reranks_minilm_top_k(tmp_path):
+    from trlm.retrieve.bench import run_bench_retrieve
+
+    res = run_bench_retrieve(write_beir(tmp_path / "beir"), tmp_path / "out", first_stage="dense", k=3,
+                             scorers=["length"], chunk=1, progress=False)
+    assert set(res) == {"minilm", "minilm+length"}  # the dense first stage is the minilm row; no duplicate
+    ranked = [json.loads(x) for x in (tmp_path / "out" / "runs" / "minilm+length.jsonl").read_text().splitlines()]
+    first = [json.loads(x) for x in (tmp_path / "out" / "runs" / "minilm.jsonl").read_text().splitlines()]
+    assert len(ranked) == len(first) == 2
+    for r, f in zip(ranked, first):  # re-ranking permutes MiniLM's top 3, nothing else
+        assert r["qid"] == f["qid"] and len(r["ranking"]) == 3
+        assert sorted(d for d, _ in r["ranking"]) == sorted(d for d, _ in f["ranking"])
+
+
 def test_cli_help_lists_flags_and_an_unknown_scorer_is_a_one_line_error():
     from typer.testing import CliRunner
 

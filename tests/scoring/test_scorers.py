@@ -112,3 +112,23 @@ def test_empty_response_is_an_error_naming_it(smol):
         make_scorer("forward-mean", engine=smol).score_many([(QUERY, [RIGHT]), (QUERY, [RIGHT, WRONG, "  "])])
     with pytest.raises(ValueError, match=r"query 0: a query needs at least one response"):
         make_scorer("trlm-fo", engine=smol).score_many([(QUERY, [])])
+
+
+def test_combine_is_forward_plus_alpha_times_backward_by_sum_or_per_token():
+    from trlm.core.schema import LogLik
+    from trlm.scoring.scorers import combine
+
+    fw, ba = LogLik(-10.0, 5, False), LogLik(-4.0, 2, False)
+    assert combine(fw, ba, 0.5, "sum") == pytest.approx(-12.0)
+    assert combine(fw, ba, 0.5, "mean") == pytest.approx(-2.0 + 0.5 * -2.0)
+    assert combine(fw, ba, 0.0, "sum") == pytest.approx(-10.0)  # α = 0 is the forward baseline
+
+
+def test_combined_scorers_add_alpha_times_trlm_ba_to_the_forward_loglik(smol):
+    responses = [RIGHT, WRONG]
+    fw = make_scorer("forward-sum", engine=smol).logliks_many([(QUERY, responses)])[0]
+    ba = make_scorer("trlm-ba").logliks_many([(QUERY, responses)])[0]
+    got_sum = make_scorer("combined-sum", engine=smol, alpha=0.7).score(QUERY, responses)
+    got_mean = make_scorer("combined-mean", engine=smol, alpha=0.7).score(QUERY, responses)
+    assert got_sum == pytest.approx([f.logprob + 0.7 * b.logprob for f, b in zip(fw, ba)], abs=1e-4)
+    assert got_mean == pytest.approx([f.mean + 0.7 * b.mean for f, b in zip(fw, ba)], abs=1e-4)

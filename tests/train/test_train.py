@@ -81,6 +81,38 @@ def test_pairs_are_rendered_exactly_as_trlm_ba_scores_them(engine):
     assert n_scored == len(rev.encode_request(scorer.build(*PAIRS[0]), "reverse")[1])
 
 
+@pytest.mark.parametrize("task", ["rerank", "retrieval", "citation"])
+def test_task_rows_are_rendered_as_each_direction_s_scorer_reads_them(engine, task):
+    # reverse rows = what trlm-ba / trlm-foba-rev score for the task; forward rows = what trlm-fo / trlm-foba-fwd score
+    rev = Engine(_reverse_view(engine))
+    rows = [{"query": q, "response": a, "task": task} for q, a in PAIRS[:2]]
+    for view, order, name in ((rev, "reverse", "trlm-ba"), (engine, "forward", "trlm-fo")):
+        scorer = make_scorer(name, engine=view, task=task)
+        examples = build_examples(rows, view.lm, order, seq_len=256)
+        for (q, a), ex in zip(PAIRS, examples):
+            prefix, target = view.encode_request(scorer.build(q, a), order)
+            assert list(ex.input_ids) == prefix + target
+    both = build_examples(rows, engine.lm, "both", seq_len=256)
+    assert both[0] == build_examples(rows[:1], rev.lm, "reverse", seq_len=256)[0]
+    assert both[1] == build_examples(rows[1:], engine.lm, "forward", seq_len=256)[0]
+
+
+def test_task_row_with_unknown_task_names_its_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"query": "q", "response": "a"}) + "\n" +
+                    json.dumps({"query": "q", "response": "a", "task": "summarise"}) + "\n")
+    with pytest.raises(InputError, match=r"bad.jsonl:2: field 'task' must be one of rerank, retrieval, citation"):
+        read_rows(path)
+
+
+def test_long_task_response_is_cut_to_fit_and_keeps_its_start(engine):
+    long = "Paris is the capital of France. " * 200
+    ex = build_examples([{"query": "Where is Paris?", "response": long, "task": "citation"}], engine.lm, "forward",
+                        seq_len=64)[0]
+    assert len(ex.input_ids) <= 64
+    assert engine.decode(list(ex.input_ids[1:])).startswith("Paris is the capital of France.")
+
+
 def test_orders_reverse_text_and_both_alternates(engine):
     fwd = build_examples([{"text": t} for t in TEXTS], engine.lm, "forward", seq_len=16)
     rev = build_examples([{"text": t} for t in TEXTS], engine.lm, "reverse", seq_len=16)

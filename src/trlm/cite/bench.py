@@ -123,10 +123,21 @@ def run_bench_cite(
     return _run_wice(data, Path(out), scorers, searches, limit, max_source_sentences, pick, chunk)
 
 
+def _cached_scorer(name: str, out: Path, max_tokens: int):
+    """A citation scorer whose scores are kept in ``out/scores_<name>_<max_tokens>.jsonl``: a killed run resumes
+    without rescoring (its timing then counts only the new calls)."""
+    from trlm.core.cache import CachedScorer, ResultCache
+    from trlm.scoring import make_scorer
+    from trlm.scoring.scorers import DEFAULT_MODELS, FORWARD_DEFAULT
+
+    config = {"scorer": name, "task": "citation", "max_response_tokens": max_tokens,
+              "model": DEFAULT_MODELS.get(name, FORWARD_DEFAULT)}
+    return CachedScorer(make_scorer(name, task="citation", max_response_tokens=max_tokens),
+                        ResultCache(out / f"scores_{name}_{max_tokens}.jsonl", config))
+
+
 def _run_wice(data, out, scorers, searches, limit, max_source_sentences, pick, chunk) -> dict[str, dict]:
     from tqdm.auto import tqdm
-
-    from trlm.scoring import make_scorer
 
     claims = load_wice(data, limit, max_source_sentences)
     config = {"data": str(data), "n_claims": len(claims), "limit": limit, "pick": pick,
@@ -147,8 +158,7 @@ def _run_wice(data, out, scorers, searches, limit, max_source_sentences, pick, c
     for search in searches:
         for name in scorers:
             # linear scores single sentences; binary and exclusion score long spans, so allow them more tokens
-            methods[f"{search}/{name}"] = (search, make_scorer(
-                name, task="citation", max_response_tokens=256 if search == "linear" else 4096))
+            methods[f"{search}/{name}"] = (search, _cached_scorer(name, out, 256 if search == "linear" else 4096))
     state = {key: ([], [0.0, 0]) for key in methods}  # per-claim metrics, [seconds, scorer calls]
     bar = tqdm(total=len(claims) * len(methods), desc="citing", leave=False)
     # Methods advance together, a chunk of claims at a time, so a run cut short compares them on the same claims.
@@ -214,7 +224,6 @@ def _run_cnndm(data: Path, out: Path, scorers: Sequence[str], limit: int | None)
     from tqdm.auto import tqdm
 
     from trlm.core.embed import embed
-    from trlm.scoring import make_scorer
 
     arts = require_path(data / "src_articles.txt", "src_articles.txt").read_text(encoding="utf-8").splitlines()
     highs = require_path(data / "ref_highlights.txt", "ref_highlights.txt").read_text(encoding="utf-8").splitlines()
@@ -251,7 +260,7 @@ def _run_cnndm(data: Path, out: Path, scorers: Sequence[str], limit: int | None)
         t0 = time.perf_counter()
         save(key, [rank(h, sents)[0] for h, sents in pairs], time.perf_counter() - t0)
     for name in scorers:
-        sc = make_scorer(name, task="citation", max_response_tokens=256)
+        sc = _cached_scorer(name, out, 256)
         t0, picks = time.perf_counter(), []
         for h, sents in tqdm(pairs, desc=f"linear/{name}", leave=False):
             picks.append(linear_search(h, sents, sc)[0].index)

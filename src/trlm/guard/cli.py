@@ -38,7 +38,8 @@ def guard_cmd(
     input: Path = typer.Argument(..., help='JSONL with {"query": str, "response": str} per line.'),
     out: Path = typer.Option(..., "--out", "-o", help="Input rows plus rejected, stage, n_flagged, queries."),
     filter: str = FilterOpt,
-    trlm: str = typer.Option("trlm-fo", help="trlm-fo (embedded forward model) or trlm-ba (trlm-ba-smol)."),
+    trlm: str = typer.Option("trlm-fo", help="trlm-fo (embedded forward model), trlm-ba (trlm-ba-smol), "
+                                             "trlm-foba-fwd or trlm-foba-rev (trlm-foba-smol)."),
     model: Optional[str] = typer.Option(None, help="Generator model (default per variant)."),
     n: int = typer.Option(_D.n, help="Queries generated back from each response."),
     tau: int = typer.Option(_D.tau, help="Reject when strictly more than tau generated queries are flagged."),
@@ -91,7 +92,8 @@ def bench_guard_cmd(
     artifacts: Optional[Path] = typer.Option(None, help="JailbreakBench artifacts (default: DATA/jailbreakbench_artifacts)."),
     data: Optional[Path] = DataOpt,
     filter: str = FilterOpt,
-    trlm: str = typer.Option("trlm-fo", help="Comma-separated TRLM variants: trlm-fo, trlm-ba."),
+    trlm: str = typer.Option("trlm-fo", help="Comma-separated TRLM variants: trlm-fo, trlm-ba, trlm-foba-fwd, "
+                                             "trlm-foba-rev."),
     n: int = typer.Option(_D.n, help="Queries generated back from each response."),
     taus: str = typer.Option("0,1,2,4,6", help="Comma-separated thresholds τ."),
     limit: Optional[int] = typer.Option(None, help="Cap on filter-passing attacks and on each safe set."),

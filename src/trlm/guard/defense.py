@@ -22,8 +22,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Table 7, defense generation: Fo reads "{A} is the answer to question:{Q}", Ba reads "{Q}? Answer:{A}".
-DEFENSE_PROMPTS = {"trlm-fo": " is the answer to question:", "trlm-ba": "? Answer:"}
-DEFENSE_MODELS = {"trlm-fo": "smollm2-135m-instruct", "trlm-ba": "trlm-ba-smol"}
+# The both-orders model trlm-foba-smol serves both: trlm-foba-fwd as Fo, trlm-foba-rev as Ba.
+FAMILY = {"trlm-fo": "fo", "trlm-ba": "ba", "trlm-foba-fwd": "fo", "trlm-foba-rev": "ba"}
+PROMPTS_BY_FAMILY = {"fo": " is the answer to question:", "ba": "? Answer:"}
+DEFENSE_PROMPTS = {v: PROMPTS_BY_FAMILY[f] for v, f in FAMILY.items()}
+DEFENSE_MODELS = {"trlm-fo": "smollm2-135m-instruct", "trlm-ba": "trlm-ba-smol", "trlm-foba-fwd": "trlm-foba-smol",
+                  "trlm-foba-rev": "trlm-foba-smol"}
 VARIANTS: tuple[str, ...] = tuple(DEFENSE_PROMPTS)
 
 
@@ -67,11 +71,12 @@ def clean_query(text: str, variant: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines:
         return ""
-    return lines[0] if variant == "trlm-fo" else lines[-1] + "?"
+    return lines[0] if FAMILY[variant] == "fo" else lines[-1] + "?"
 
 
 class TRLMDefense:
-    """Alg. 12 with a filter and a TRLM generator (``trlm-fo``: forward model, ``trlm-ba``: reverse model).
+    """Alg. 12 with a filter and a TRLM generator (``trlm-fo``: forward model, ``trlm-ba``: reverse model,
+    ``trlm-foba-fwd`` / ``trlm-foba-rev``: the both-orders model read forward / backward).
 
     With a ``cache`` the generated queries of every response are kept in it (keyed by the response and every
     generation setting), so a long evaluation resumes and never generates for the same response twice.
@@ -85,7 +90,7 @@ class TRLMDefense:
 
         self.filter, self.variant, self.args, self.cache = filter, variant, args, cache
         self.engine = engine or get_engine(model or DEFENSE_MODELS[variant])
-        self.direction = "forward" if variant == "trlm-fo" else "reverse"
+        self.direction = "forward" if FAMILY[variant] == "fo" else "reverse"
 
     def regenerate(self, responses: Sequence[str], progress: bool = False) -> list[list[str]]:
         """``n`` queries generated back from each response (batched ``engine.generate`` calls; cached if set)."""
@@ -107,7 +112,7 @@ class TRLMDefense:
 
         a, cp = self.args, DEFENSE_PROMPTS[self.variant]
         cut = [self.engine.truncate(r, a.max_response_tokens) for r in responses]
-        prompts = [r + cp if self.variant == "trlm-fo" else cp + r for r in cut]
+        prompts = [r + cp if self.direction == "forward" else cp + r for r in cut]
         gen = GenArgs(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p, n=a.n, seed=a.seed)
         outs = self.engine.generate(prompts, gen, direction=self.direction, progress=progress)
         return [[clean_query(g.text, self.variant) for g in gs] for gs in outs]

@@ -100,13 +100,16 @@ def is_heldout(instruction_id: int) -> bool:
 
 
 def load_judged(data: str | Path, reference: str | Path, limit: int | None = None,
-                heldout: bool = False) -> list[Instruction]:
+                heldout: bool = False, dev: bool = False) -> list[Instruction]:
     """Judged candidates grouped by ``instruction_id`` (ascending), each with its reference answer.
 
     Reference rows are matched by their ``instruction_id`` field when they carry one, else by instruction text.
     ``heldout`` keeps only instruction ids with ``id % 5 == 3`` (held out of trlm-ba-smol's training data);
+    ``dev`` keeps only the others (the dev instructions, e.g. for choosing a scorer's weights);
     ``limit`` then keeps the first N instruction ids.
     """
+    if heldout and dev:
+        raise InputError("choose held-out or dev instructions, not both")
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1, got {limit}")
     rows = read_jsonl(data, required={"instruction_id": int, "dataset": str, "instruction": str,
@@ -119,7 +122,7 @@ def load_judged(data: str | Path, reference: str | Path, limit: int | None = Non
         if not 0.0 <= row["win_vs_reference"] <= 1.0:
             raise InputError(f"{data}: row {n}: win_vs_reference must lie in [0, 1], got {row['win_vs_reference']}")
         groups.setdefault(row["instruction_id"], []).append(row)
-    ids = [i for i in sorted(groups) if not heldout or is_heldout(i)][:limit]
+    ids = [i for i in sorted(groups) if (not heldout or is_heldout(i)) and (not dev or not is_heldout(i))][:limit]
     out = []
     for i in ids:
         g = groups[i]

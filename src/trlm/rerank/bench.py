@@ -71,24 +71,43 @@ def _cache_config(name: str, model: str | None, max_response_tokens: int, sp: st
 
 def get_scores(name: str, instructions: Sequence[A.Instruction], out: Path, *, model: str | None,
                max_response_tokens: int, sp: str | None = None, cp: str | None = None,
-               progress: bool = True) -> list[list[float]]:
+               progress: bool = True, alpha: float | None = None) -> list[list[float]]:
     """Scores of every candidate, resumed from and saved to ``out/scores_<name>.jsonl`` (a ResultCache).
 
     The cache keeps each candidate's summed log-probability and token count, so ``forward-mean`` and
-    ``forward-sum`` are both read from one pass (``scores_forward.jsonl``). Empty candidates (15 outputs of
-    gemma-2b-it in the dev data) give a likelihood scorer nothing to read: they are not scored and get
-    ``-inf``, so no model scorer picks them (``length`` and ``random`` treat them like any other).
+    ``forward-sum`` are both read from one pass (``scores_forward.jsonl``), and the combined scorers are
+    computed from the ``forward`` and ``trlm-ba`` caches (``alpha`` overrides their default weight). Empty
+    candidates (15 outputs of gemma-2b-it in the dev data) give a likelihood scorer nothing to read: they are
+    not scored and get ``-inf``, so no model scorer picks them (``length`` and ``random`` treat them like any other).
     """
     if name == "oracle":
         return [list(ins.wins) for ins in instructions]
     from trlm.scoring import make_scorer
+    from trlm.scoring.scorers import COMBINED_ALPHA, REDUCE, combine, reduce_loglik
 
     if name in ("length", "random"):
         items = [(ins.instruction, [c.output for c in ins.candidates]) for ins in instructions]
         return make_scorer(name).score_many(items)
+    reduce = REDUCE.get(name, "sum")
+    if name in COMBINED_ALPHA:
+        a = COMBINED_ALPHA[name] if alpha is None else alpha
+        fw = get_logliks("forward-sum", instructions, out, model=model, max_response_tokens=max_response_tokens,
+                         progress=progress)
+        ba = get_logliks("trlm-ba", instructions, out, model=None, max_response_tokens=max_response_tokens,
+                         sp=sp, cp=cp, progress=progress)
+        return [[-math.inf if f is None else combine(f, b, a, reduce) for f, b in zip(rf, rb)]
+                for rf, rb in zip(fw, ba)]
+    lls = get_logliks(name, instructions, out, model=model, max_response_tokens=max_response_tokens, sp=sp, cp=cp,
+                      progress=progress)
+    return [[-math.inf if ll is None else reduce_loglik(ll, reduce) for ll in row] for row in lls]
+
+
+def get_logliks(name: str, instructions: Sequence[A.Instruction], out: Path, *, model: str | None,
+                max_response_tokens: int, sp: str | None = None, cp: str | None = None, progress: bool = True):
+    """Each candidate's log-likelihood under a likelihood scorer (``None`` for empty candidates), cached."""
     from trlm.core.cache import ResultCache, cache_key
     from trlm.core.engine import LogLik
-    from trlm.scoring.scorers import REDUCE, reduce_loglik
+    from trlm.scoring import make_scorer
 
     cache = ResultCache(out / f"scores_{_cache_name(name)}.jsonl",
                         _cache_config(name, model, max_response_tokens, sp, cp))
@@ -111,8 +130,7 @@ def get_scores(name: str, instructions: Sequence[A.Instruction], out: Path, *, m
 
     keys = [cache_key(ins.instruction_id, [c.generator for c in ins.candidates]) for ins in instructions]
     hits = cache.map(keys, list(instructions), compute, chunk=CHUNK, desc=f"scoring {name}", progress=progress)
-    reduce = REDUCE.get(name, "sum")
-    return [[-math.inf if lp is None or _empty(c.output) else reduce_loglik(LogLik(lp, n, False), reduce)
+    return [[None if lp is None or _empty(c.output) else LogLik(lp, n, False)
              for lp, n, c in zip(hit["logprob"], hit["n_tokens"], ins.candidates)]
             for hit, ins in zip(hits, instructions)]
 
@@ -255,7 +273,8 @@ def lc_reproduction(instructions: Sequence[A.Instruction], difficulty: dict[int,
 
 def run_rerank_bench(data: Path, reference: Path, scorers: list[str], model: str | None, limit: int | None,
                      out: Path, max_response_tokens: int = 512, progress: bool = True, *,
-                     sp: str | None = None, cp: str | None = None, heldout: bool = False) -> dict:
+                     sp: str | None = None, cp: str | None = None, heldout: bool = False,
+                     alpha: float | None = None) -> dict:
     """Score, pick and measure; write ``out/results.json``, ``out/details.json``, ``out/report.md`` and a PNG.
 
     ``random``, ``oracle`` and ``length`` are always included and load no model. Scores of model scorers are
@@ -278,11 +297,12 @@ def run_rerank_bench(data: Path, reference: Path, scorers: list[str], model: str
     for name in names:
         log.info("scorer %s", name)
         scores = get_scores(name, instructions, out, model=model, max_response_tokens=max_response_tokens,
-                            sp=sp, cp=cp, progress=progress)
+                            sp=sp, cp=cp, progress=progress, alpha=alpha)
         results[name], details[name] = scorer_metrics(name, instructions, scores, difficulty)
     leaderboard = data.parent / Path(A.LEADERBOARD_FILE).name
     meta = {"data": str(data), "reference": str(reference), "model": model, "limit": limit, "heldout": heldout,
             "n_instructions": len(instructions), "max_response_tokens": max_response_tokens, "sp": sp, "cp": cp,
+            "alpha": alpha,
             "lc_reproduction": lc_reproduction(A.load_judged(data, reference), difficulty, leaderboard)
             if leaderboard.exists() else None}
     write_json(out / "results.json", results)

@@ -14,6 +14,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("rerank")(rerank_cmd)
     app.command("best-of-n")(best_of_n_cmd)
     bench.command("rerank")(bench_rerank_cmd)
+    bench.command("rerank-alpha")(bench_alpha_cmd)
 
 
 def _scorer(name: str, model: Optional[str], task: str, sp: Optional[str], cp: Optional[str], max_tokens: int):
@@ -107,6 +108,8 @@ def bench_rerank_cmd(
     max_response_tokens: int = typer.Option(512, help="Cut each candidate to this many tokens."),
     sp: Optional[str] = typer.Option(None, help="Override the scoring prompt SP of the TRLM scorers."),
     cp: Optional[str] = typer.Option(None, help="Override the conditioning prompt CP of the TRLM scorers."),
+    alpha: Optional[float] = typer.Option(None, help="Weight of log P_Ba(Q|A) in combined-sum / combined-mean "
+                                                     "(default: the scorers' dev-chosen α)."),
 ):
     """Best-of-N re-ranking on AlpacaEval candidates with GPT-4-turbo verdicts: win rate, LC win rate, pair agreement."""
     from trlm.rerank.bench import run_rerank_bench
@@ -116,5 +119,29 @@ def bench_rerank_cmd(
     reference = reference or Path(data).parent / "eval_set_with_reference_gpt4_1106_preview.json"
     names = [s.strip() for s in scorers.split(",") if s.strip()]
     run_rerank_bench(Path(data), Path(reference), names, model, limit, out, max_response_tokens=max_response_tokens,
-                     heldout=heldout, sp=sp, cp=cp)
+                     heldout=heldout, sp=sp, cp=cp, alpha=alpha)
+    typer.echo((out / "report.md").read_text())
+
+
+def bench_alpha_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for results.json, report.md, alpha.png, caches."),
+    dev_limit: int = typer.Option(80, help="First N dev instructions (instruction_id % 5 != 3) by id."),
+    alphas: str = typer.Option("0,0.1,0.25,0.5,1,2,4,8,16,32,64", help="Comma-separated α grid."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Forward model (default SmolLM2)."),
+    data: Optional[Path] = typer.Option(None, help="judged_candidates.jsonl (default ../shared/data/alpaca_eval/...)."),
+    reference: Optional[Path] = typer.Option(None, help="Eval set with reference answers (default beside --data)."),
+    max_response_tokens: int = typer.Option(256, help="Cut each candidate to this many tokens."),
+):
+    """Choose the combined reward's α (forward + α · TRLM-Ba) by LC win rate on dev instructions only."""
+    from trlm.core.io import InputError, default_data_dir
+    from trlm.rerank.alpha import run_alpha_sweep
+
+    data = data or default_data_dir() / "alpaca_eval" / "judged_candidates.jsonl"
+    reference = reference or Path(data).parent / "eval_set_with_reference_gpt4_1106_preview.json"
+    try:
+        grid = [float(a) for a in alphas.split(",") if a.strip()]
+    except ValueError:
+        raise InputError(f"--alphas must be comma-separated numbers, got {alphas!r}") from None
+    run_alpha_sweep(Path(data), Path(reference), out, dev_limit, model=model, max_response_tokens=max_response_tokens,
+                    alphas=grid)
     typer.echo((out / "report.md").read_text())

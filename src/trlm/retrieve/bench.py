@@ -7,9 +7,9 @@
 Only queries with at least one relevant judgment are evaluated (43 of 50 on the TREC-DL19 subset);
 ``--limit-queries N`` keeps the first N of them in queries.jsonl order. Writes ``DIR/results.json``
 (``{"<method>": {"ndcg@10", "p@1", "r@10", "mrr@10", "n_queries"}}``; methods ``bm25``, ``minilm`` and
-``bm25+<scorer>``), ``DIR/throughput.json``, ``DIR/report.md``, ``DIR/ndcg.png`` and the rankings under
-``DIR/runs/<method>.jsonl``. Re-rankers advance together over chunks of 5 queries and results are rewritten
-after each chunk, so a run cut short compares every method on the queries it finished (``bm25 (first N)``).
+``bm25+<scorer>``, or with ``--first-stage dense`` ``minilm`` and ``minilm+<scorer>``), ``DIR/throughput.json``,
+``DIR/report.md``, ``DIR/ndcg.png`` and the rankings under ``DIR/runs/<method>.jsonl``. Re-rankers advance
+together over chunks of 5 queries and results are rewritten after each chunk, so a run cut short compares every method on the queries it finished (``bm25 (first N)``).
 """
 
 from __future__ import annotations
@@ -98,11 +98,12 @@ def run_bench_retrieve(
             write_run(out / "runs" / f"{method}.jsonl", done, ranked)
         _write(out, results, speed, config)
 
+    stage = "minilm" if first_stage == "dense" else first_stage  # method names: minilm, minilm+trlm-ba, ...
     t0 = time.perf_counter()
     index = build_index(first_stage, ds.corpus, progress=progress)
     hits = index.search(texts, k)
-    speed[first_stage] = {"index_and_search_s": time.perf_counter() - t0}
-    record(first_stage, hits)
+    speed[stage] = {"index_and_search_s": time.perf_counter() - t0}
+    record(stage, hits)
     # Re-rankers advance together, a chunk of queries at a time, so a run cut short compares them on the
     # same queries; until they cover every query, the first stage is also reported on that prefix.
     made = {name: make_scorer(name, task="retrieval", max_response_tokens=max_doc_tokens) for name in scorers}
@@ -117,13 +118,13 @@ def run_bench_retrieve(
             cost[name][0] += time.perf_counter() - t0
             dt, tok = cost[name]
             n_done, n_pass = len(ranked[name]), sum(len(h) for h in hits[: len(ranked[name])])
-            speed[f"{first_stage}+{name}"] = asdict(Throughput(dt, n_done / dt, n_pass / dt, tok / dt, tok))
-            record(f"{first_stage}+{name}", ranked[name])
+            speed[f"{stage}+{name}"] = asdict(Throughput(dt, n_done / dt, n_pass / dt, tok / dt, tok))
+            record(f"{stage}+{name}", ranked[name])
         n_done = min(len(r) for r in ranked.values())
-        for m in [m for m in results if m.startswith(f"{first_stage} (first ")]:
+        for m in [m for m in results if m.startswith(f"{stage} (first ")]:
             del results[m]
         if n_done < len(qids):
-            record(f"{first_stage} (first {n_done})", hits[:n_done], save_run=False)
+            record(f"{stage} (first {n_done})", hits[:n_done], save_run=False)
         _write(out, results, speed, config)
         log.info("%d/%d queries re-ranked: %s", n_done, len(qids),
                  {m: round(r["ndcg@10"], 3) for m, r in results.items()})

@@ -46,6 +46,21 @@ def split_join(left: str, right: str) -> tuple[str, str]:
     return left, join(left, right)[len(left):]
 
 
+def backward_request(family: str, task: str, query: str, response: str, sp: str | None = None,
+                     cp: str | None = None) -> Request:
+    """The TRLM request ``log P(SP+Q | ...A...)`` of Table 7, in forward reading order (the engine reverses it
+    for a reverse-order model): family ``fo`` reads ``A+CP`` then ``SP+Q``; family ``ba`` is scored as
+    ``Rev(SP+Q)`` given ``Rev(CP+A)``. ``sp`` / ``cp`` override the table's prompts."""
+    d_sp, d_cp = PROMPTS[(family, task)]
+    sp, cp = d_sp if sp is None else sp, d_cp if cp is None else cp
+    if family == "fo":
+        return Request(*split_join(join(response, cp), join(sp, query)))
+    if task == "rerank" and cp.startswith("?"):
+        query = query.rstrip().rstrip("?")
+    cont, ctx = split_join(join(sp, query), join(cp, response))
+    return Request(ctx, cont)
+
+
 def pair_request(query: str, response: str, direction: str) -> Request:
     """The engine request for one (query, response) pair in the TRLM-Ba best-of-N template, in ``direction``.
 

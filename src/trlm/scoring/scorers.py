@@ -10,6 +10,8 @@ scorer              model direction                        score
 ``trlm-fo-chat``    forward chat model                     log P_Fo(Q | chat[user: A + "which question?"])
 ``trlm-foba-rev``   both-orders model, reverse             as trlm-ba
 ``trlm-foba-fwd``   both-orders model, forward             as trlm-fo
+``combined-sum``    forward + reverse model                log P(A|Q) + α log P_Ba(Q|A)   (§6, Lemma 2)
+``combined-mean``   forward + reverse model                per-token: mean log P(A|Q) + α mean log P_Ba(Q|A)
 ``forward-mean``    forward (chat template for rerank)     mean log P(A | Q)   (baseline)
 ``forward-sum``     forward                                sum log P(A | Q)    (baseline)
 ``self``            the generator                          its own mean log P(A | Q)
@@ -27,16 +29,21 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
 from trlm.core.engine import Engine, LogLik, Request, get_engine
-from trlm.scoring.prompts import CHAT_INSTRUCTION, PROMPTS, TASKS, Task, join, split_join
+from trlm.scoring.prompts import CHAT_INSTRUCTION, PROMPTS, TASKS, Task, backward_request, split_join
 
 SCORERS: tuple[str, ...] = ("trlm-ba", "trlm-fo", "trlm-fo-chat", "trlm-foba-rev", "trlm-foba-fwd",
-                            "forward-mean", "forward-sum", "self", "length", "random")
+                            "combined-sum", "combined-mean", "forward-mean", "forward-sum", "self", "length", "random")
 DEFAULT_MODELS = {"trlm-ba": "trlm-ba-smol", "trlm-foba-rev": "trlm-foba-smol", "trlm-foba-fwd": "trlm-foba-smol"}
 FORWARD_DEFAULT = "smollm2-135m-instruct"
-REDUCE = {"forward-mean": "mean", "self": "mean"}  # every other likelihood scorer sums
+REDUCE = {"forward-mean": "mean", "self": "mean", "combined-mean": "mean"}  # every other likelihood scorer sums
+# The combined reward's α (the KL-regularised best-of-N optimum P_fw(A|Q) · P_TRLM(Q|A)^α, the paper's §6).
+# Chosen by LC win rate on 80 AlpacaEval dev instructions (instruction_id % 5 != 3; the held-out test instructions
+# were never read): `trlm bench rerank-alpha --dev-limit 80 --out runs/rerank_alpha`. Dev pair agreement instead
+# rises with α up to the grid's end (64), i.e. towards TRLM-Ba alone; README, "Best-of-N re-ranking".
+COMBINED_ALPHA = {"combined-sum": 0.1, "combined-mean": 0.5}
 
-__all__ = ["SCORERS", "Scorer", "LikelihoodScorer", "LengthScorer", "RandomScorer", "make_scorer", "get_engine",
-           "reduce_loglik"]
+__all__ = ["SCORERS", "COMBINED_ALPHA", "Scorer", "LikelihoodScorer", "CombinedScorer", "LengthScorer",
+           "RandomScorer", "make_scorer", "get_engine", "combine", "reduce_loglik"]
 
 
 class Scorer:
@@ -91,6 +98,27 @@ class LikelihoodScorer(Scorer):
         return out
 
 
+@dataclass
+class CombinedScorer(Scorer):
+    """The paper's combined reward: ``forward + α · backward``, each reduced by ``reduce`` (sum or per-token)."""
+
+    name: str
+    forward: LikelihoodScorer  # log P(A | Q), chat template for re-ranking
+    backward: LikelihoodScorer  # log P_Ba(Q | A), TRLM-Ba's prompts
+    alpha: float
+    reduce: Literal["sum", "mean"] = "sum"
+
+    def score_many(self, items, progress=False):
+        fw = self.forward.logliks_many(items, progress)
+        ba = self.backward.logliks_many(items, progress)
+        return [[combine(f, b, self.alpha, self.reduce) for f, b in zip(rf, rb)] for rf, rb in zip(fw, ba)]
+
+
+def combine(fw: LogLik, ba: LogLik, alpha: float, reduce: str) -> float:
+    """``reduce(fw) + α · reduce(ba)``: the combined reward from the two log-likelihoods of one response."""
+    return reduce_loglik(fw, reduce) + alpha * reduce_loglik(ba, reduce)
+
+
 def reduce_loglik(ll: LogLik, reduce: str) -> float:
     """A likelihood scorer's score from its log-likelihood: ``"mean"`` per token or ``"sum"``."""
     return ll.mean if reduce == "mean" else ll.logprob
@@ -119,19 +147,7 @@ class RandomScorer(Scorer):
 
 def _backward_builder(family: str, task: str, sp: str, cp: str) -> Callable[[str, str], Request]:
     """Request for log P(SP+Q | ...A...) in forward reading order (the engine reverses for Ba)."""
-    if family == "fo":
-        def build(q: str, a: str) -> Request:
-            ctx = join(a, cp)
-            ctx, cont = split_join(ctx, join(sp, q))
-            return Request(ctx, cont)
-    else:
-        def build(q: str, a: str) -> Request:
-            if task == "rerank" and cp.startswith("?"):
-                q = q.rstrip().rstrip("?")
-            cont = join(sp, q)
-            cont, ctx = split_join(cont, join(cp, a))
-            return Request(ctx, cont)
-    return build
+    return lambda q, a: backward_request(family, task, q, a, sp, cp)
 
 
 def _forward_builder(engine: Engine, task: str) -> Callable[[str, str], Request]:
@@ -156,6 +172,8 @@ def make_scorer(
     cp: str | None = None,
     max_response_tokens: int | None = 512,
     seed: int = 0,
+    alpha: float | None = None,
+    reverse_model: str | None = None,
 ) -> Scorer:
     """Build a scorer by name (see :data:`SCORERS`).
 
@@ -164,6 +182,9 @@ def make_scorer(
         task: selects Table 7's prompts: ``rerank`` (best-of-N), ``retrieval`` or ``citation``.
         sp, cp: override the scoring / conditioning prompt of TRLM scorers.
         max_response_tokens: responses are cut to this many tokens (keeping their start) before scoring.
+        alpha, reverse_model: the combined scorers' weight of the backward term (default
+            :data:`COMBINED_ALPHA`) and its reverse model (default ``trlm-ba-smol``); ``model`` / ``engine`` is
+            the forward model.
     """
     if name not in SCORERS:
         raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
@@ -178,6 +199,11 @@ def make_scorer(
         return LikelihoodScorer(name, engine, "forward", _forward_builder(engine, task),
                                 reduce=REDUCE.get(name, "sum"),
                                 max_response_tokens=max_response_tokens)
+    if name in COMBINED_ALPHA:
+        fw = make_scorer("forward-sum", engine, max_response_tokens=max_response_tokens)
+        ba = make_scorer("trlm-ba", model=reverse_model, task=task, sp=sp, cp=cp,
+                         max_response_tokens=max_response_tokens)
+        return CombinedScorer(name, fw, ba, COMBINED_ALPHA[name] if alpha is None else alpha, REDUCE.get(name, "sum"))
     if name == "trlm-fo-chat":
         return LikelihoodScorer(name, engine, "forward", _chat_builder(engine, task),
                                 max_response_tokens=max_response_tokens)

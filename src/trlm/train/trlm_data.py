@@ -9,6 +9,11 @@ reading text ``join("Question: ", Q') + join("? Answer:", A)`` with a trailing `
 ``[start] + rev(tok(? Answer: A)) + rev(tok(Question: Q'))``. With ``mask_prompt`` only the scored part (the
 question for reverse order, the answer for forward order) carries loss.
 
+A pair row may name a ``task`` (``rerank``, ``retrieval`` or ``citation``): it is then rendered with Table 7's
+prompts for that task, as the TRLM scorers read it — reverse order as ``trlm-ba`` / ``trlm-foba-rev`` score it
+(``Rev(SP+Q)`` given ``Rev(CP+A)``), forward order as ``trlm-fo`` / ``trlm-foba-fwd`` do (``SP+Q`` after
+``A+CP``). For ``rerank`` the reverse rendering is the pair template above.
+
 Token order ``both`` (TRLM-FoBa, the paper's Alg. 4): even-indexed examples are reversed, odd-indexed ones
 are read forward.
 """
@@ -23,7 +28,7 @@ from pathlib import Path
 from trlm.core.engine import Engine, Request
 from trlm.core.io import InputError, read_jsonl
 from trlm.core.models import LoadedModel
-from trlm.scoring.prompts import pair_request
+from trlm.scoring.prompts import TASKS, backward_request, pair_request
 from trlm.train.data import IGNORE, Example
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,8 @@ def read_rows(path: str | Path) -> list[dict]:
                     raise InputError(f"{path}:{n}: missing field {key!r} (a pair row needs 'query' and 'response')")
                 if not isinstance(row[key], str) or not row[key].strip():
                     raise InputError(f"{path}:{n}: field {key!r} must be a non-empty string")
+            if "task" in row and row["task"] not in TASKS:
+                raise InputError(f"{path}:{n}: field 'task' must be one of {', '.join(TASKS)}; got {row['task']!r}")
         else:
             raise InputError(f"{path}:{n}: a row needs 'text', or 'query' and 'response'; got keys {sorted(row)}")
     return rows
@@ -77,6 +84,13 @@ def _numbered(path: Path, rows: list[dict]):
     """(line number, row) pairs; blank lines are skipped by read_jsonl, so recount them here."""
     lines = [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
     return zip(lines, rows)
+
+
+def _task_request(enc: Engine, row: dict, direction: str, seq_len: int) -> Request:
+    """A pair in its task's Table 7 template; the response is cut (keeping its start) so the query fits."""
+    budget = seq_len - 16 - len(enc.encode(row["query"]))
+    response = enc.truncate(row["response"], budget) if budget > 0 else row["response"]
+    return backward_request("ba" if direction == "reverse" else "fo", row["task"], row["query"], response)
 
 
 def build_examples(rows: list[dict], lm: LoadedModel, order: str, seq_len: int, mask_prompt: bool = False,
@@ -94,8 +108,12 @@ def build_examples(rows: list[dict], lm: LoadedModel, order: str, seq_len: int, 
             ids = enc.encode(row["text"])
             stream += [enc.start_id, *(ids[::-1] if d == "reverse" else ids)]
             continue
-        req = pair_request(row["query"], row["response"], d)
-        if d == "forward":  # keep the start of a long answer (as the scorers do); reverse cuts it in encode_request
+        if "task" in row:
+            req = _task_request(enc, row, d, seq_len)
+        else:
+            req = pair_request(row["query"], row["response"], d)
+        if d == "forward" and "task" not in row:
+            # keep the start of a long answer (as the scorers do); reverse cuts it in encode_request
             budget = seq_len - 1 - len(enc.encode(req.context.rstrip()))
             if budget > 0:
                 req = Request(req.context, enc.truncate(req.continuation, budget))
