@@ -59,3 +59,16 @@ def test_spread_takes_cells_round_robin_over_categories():
     picked = spread(select_cells("3way"), 28)
     assert len(picked) == 28 and {c[0] for c in picked} == set(CATEGORIES)
     assert [c[0] for c in picked[:14]] == list(CATEGORIES)
+
+
+def test_spread_also_balances_styles_and_techniques():
+    """A 38-cell run (the discovery bench's size) uses every style and technique about equally, not the first ones."""
+    from collections import Counter
+
+    from trlm.redteam.coverage import PERSUASION, STYLES
+
+    picked = spread(select_cells("3way"), 38)
+    styles, techniques = Counter(c[1] for c in picked), Counter(c[2] for c in picked)
+    assert set(styles) == set(STYLES) and max(styles.values()) - min(styles.values()) <= 1
+    assert set(techniques) == set(PERSUASION) and max(techniques.values()) - min(techniques.values()) <= 1
+    assert len(set(picked)) == 38

@@ -4,24 +4,26 @@ Every checker splits a document into sentence chunks (:mod:`trlm.factcheck.chunk
 each chunk and keeps the **maximum**; ``Check.label`` is ``prob > threshold`` (0.5 unless the checker was tuned).
 What differs is how one (chunk, claim) pair becomes P(supported):
 
-=================  =======================================================================================
-checker            P(supported) of one (chunk, claim)
-=================  =======================================================================================
-``minilm``         a cross-encoder (all-MiniLM-L6-v2 + a 2-way head) trained here on CG2C data with FactCG's
-                   template (``trlm factcheck train``); pass its directory. The name ``minilm`` loads a shipped
-                   ``trlm-factcg-minilm``, which this version does not ship (see docs/factcheck.md)
-``smollm2-yesno``  zero-shot: SmolLM2 reads FactCG's template; P(Yes) / (P(Yes) + P(No)) for the next word
-``trlm-ba``        TRLM PMI, reading backwards with the reverse model ``trlm-ba-smol``:
-                   log P(chunk | claim) - log P(chunk | no claim) in the citation template
-                   ("{chunk} is summarized by {claim}"), through a logistic calibration
-``trlm-fo``        the same PMI with the forward model reading "{claim} is a summary of {chunk}"
-``forward-pmi``    the forward direction of the same PMI: log P(claim | chunk) - log P(claim | no chunk)
-=================  =======================================================================================
+===================  =======================================================================================
+checker              P(supported) of one (chunk, claim)
+===================  =======================================================================================
+``minilm-features``  frozen MiniLM sentence similarities and lexical coverage through a logistic regression
+                     fitted on CG2C data (:mod:`trlm.factcheck.features`; shipped, 2 KB)
+``minilm``           a cross-encoder (all-MiniLM-L6-v2 + a 2-way head) trained here on CG2C data with FactCG's
+                     template (``trlm factcheck train``); pass its directory. The name ``minilm`` loads a shipped
+                     ``trlm-factcg-minilm``, which this version does not ship (see docs/factcheck.md)
+``smollm2-yesno``    zero-shot: SmolLM2 reads FactCG's template; P(Yes) / (P(Yes) + P(No)) for the next word
+``trlm-ba``          TRLM PMI, reading backwards with the reverse model ``trlm-ba-smol``:
+                     log P(chunk | claim) - log P(chunk | no claim) in the citation template
+                     ("{chunk} is summarized by {claim}"), through a logistic calibration
+``trlm-fo``          the same PMI with the forward model reading "{claim} is a summary of {chunk}"
+``forward-pmi``      the forward direction of the same PMI: log P(claim | chunk) - log P(claim | no chunk)
+===================  =======================================================================================
 
 The PMI checkers estimate the same quantity, PMI(claim; chunk), since log P(d | c) - log P(d) equals
 log P(c | d) - log P(c) under an exact model; the TRLM ones read it backwards (the document given the claim), as
 the TRLM scorers do for citation. Their raw PMI is mapped to a probability by ``sigmoid(a * pmi + b)``, with
-``(a, b)`` fitted on CG2C-Doc training pairs (:data:`CALIBRATION`) or on any dev set with :meth:`calibrate`.
+``(a, b)`` fitted   on CG2C-Doc training pairs (:data:`CALIBRATION`) or on any dev set with :meth:`calibrate`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from trlm.factcheck.chunking import DEFAULT_CHUNK_WORDS, chunk_document
 TEMPLATE = ('{doc}\n\nChoose your answer: based on the paragraph above can we conclude that "{claim}"?\n\n'
             "OPTIONS:\n- Yes\n- No\nI think the answer is ")
 QUESTION = TEMPLATE.split("{doc}", 1)[1]  # what follows the document (holds {claim})
-CHECKERS = ("minilm", "smollm2-yesno", "trlm-ba", "trlm-fo", "forward-pmi")
+CHECKERS = ("minilm-features", "minilm", "smollm2-yesno", "trlm-ba", "trlm-fo", "forward-pmi")
 SHIPPED_CHECKER = "trlm-factcg-minilm"
 PMI_CHECKERS = ("trlm-ba", "trlm-fo", "forward-pmi")
 # (a, b) of sigmoid(a * pmi + b): logistic regression of the label on the max-chunk PMI of 200 CG2C-Doc pairs
@@ -123,7 +125,8 @@ def resolve_checker_dir(name_or_path: str) -> Path:
     if name_or_path == SHIPPED_CHECKER:
         raise ModelError(f"the minilm checker needs trained weights and none ship ({SHIPPED_CHECKER} is not in this "
                          "version: the cross-encoder did not learn within the CPU budget, see docs/factcheck.md); "
-                         "train one with `trlm factcheck train --data ... --out DIR` and pass --checker DIR")
+                         "train one with `trlm factcheck train --data ... --out DIR` and pass --checker DIR, or use the shipped "
+                         "feature checker `minilm-features`")
     raise ModelError(f"no fact-checker model at {name_or_path!r}: give a directory written by `trlm factcheck train`")
 
 
@@ -269,6 +272,11 @@ def fit_calibration(values: Sequence[float], labels: Sequence[int]) -> tuple[flo
 
 def make_checker(name: str, model: str | None = None, *, device: str | None = None) -> FactChecker:
     """A checker by name (:data:`CHECKERS`) or a trained cross-encoder directory; ``model`` overrides the LM."""
+    if name == "minilm-features" or (name.endswith(".json") and Path(name).is_file()) or (
+            Path(name).expanduser().is_dir() and (Path(name).expanduser() / "checker.json").exists()):
+        from trlm.factcheck.features import SHIPPED, FeatureChecker
+
+        return FeatureChecker(SHIPPED if name == "minilm-features" else Path(name).expanduser())
     if name == "minilm":
         return CrossEncoderChecker(model or SHIPPED_CHECKER, device=device)
     if name == "smollm2-yesno":
@@ -279,4 +287,5 @@ def make_checker(name: str, model: str | None = None, *, device: str | None = No
     p = Path(name).expanduser()
     if p.is_dir():
         return CrossEncoderChecker(str(p), device=device)
-    raise ModelError(f"unknown checker {name!r}: choose from {', '.join(CHECKERS)} or give a checker directory")
+    raise ModelError(f"unknown checker {name!r}: choose from {', '.join(CHECKERS)} or give a checker directory "
+                     "(or a feature checker's checker.json)")

@@ -17,7 +17,7 @@ from trlm.core.io import InputError, default_data_dir
 
 factcheck_app = typer.Typer(help="Grounded fact checking (FactCG): score claims, synthesise CG2C data, train.",
                             no_args_is_help=True)
-CheckerHelp = ("trlm-ba, trlm-fo, forward-pmi, smollm2-yesno, or a cross-encoder directory from "
+CheckerHelp = ("minilm-features, trlm-ba, trlm-fo, forward-pmi, smollm2-yesno, or a checker directory from "
                "`trlm factcheck train`.")
 
 
@@ -131,13 +131,17 @@ def synth_cmd(
 
 def train_cmd(
     data: List[Path] = typer.Option(..., "--data", help="CG2C JSONL or {doc, claim, label} JSONL; repeat the flag."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints/, model/, metrics.jsonl."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints/, model/, metrics.jsonl "
+                             "(--kind features: checker.json)."),
+    kind: str = typer.Option("cross-encoder", help="cross-encoder (MiniLM + 2-way head on the training loop) or "
+                             "features (frozen MiniLM + lexical features, logistic regression; seconds)."),
     epochs: float = typer.Option(1.0, help="Passes over the training pairs (FactCG: 1 per stage)."),
     batch_size: int = typer.Option(16),
     lr: float = typer.Option(1e-4, help="Peak learning rate (6 % linear warmup, then cosine to 0)."),
     init: str = typer.Option("all-minilm-l6-v2", help="Backbone: all-minilm-l6-v2 or a checker directory (a second "
                                                       "stage)."),
-    chunk_words: int = typer.Option(300, help="Chunk size the checker is used with (saved in its trlm.json)."),
+    chunk_words: Optional[int] = typer.Option(None, help="Chunk size the checker is used with, saved with it "
+                                              "(default: 300 for the cross-encoder, 550 for features)."),
     limit_per_file: Optional[int] = typer.Option(None, help="At most N pairs per file (label-stratified)."),
     max_length: int = typer.Option(512, help="Word pieces per training pair (the document is cut first)."),
     save_every: int = typer.Option(100, help="Steps between checkpoints."),
@@ -146,11 +150,25 @@ def train_cmd(
     threads: int = typer.Option(0, help="CPU threads (0 = torch default)."),
     device: Optional[str] = typer.Option(None, help="cuda, mps or cpu (default: auto-detect)."),
 ):
-    """Train a cross-encoder checker (MiniLM + 2-way head) on the project's loop; rerun the command to resume."""
+    """Train a checker: a cross-encoder on the project's loop (rerun to resume) or a feature checker."""
+    from trlm.core.io import check_choice
+
+    check_choice(kind, ("cross-encoder", "features"), "--kind")
+    if kind == "features":
+        from trlm.factcheck.data import load_pairs, sample_pairs
+        from trlm.factcheck.features import fit_features
+
+        pairs = [p for f in data for p in sample_pairs(load_pairs(f), limit_per_file, seed)]
+        spec = fit_features(pairs, out, chunk_words=chunk_words or 550,
+                            sources=[str(f) for f in data])
+        t = spec["training"]
+        typer.echo(f"fitted a feature checker on {t['pairs']} pairs ({t['supported']} supported); in-sample BAcc "
+                   f"{t['bacc_in_sample']:.3f}; wrote {out / 'checker.json'}")
+        return
     from trlm.factcheck.train import train_checker
 
     r = train_checker(data, out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, init=init,
-                      chunk_words=chunk_words, limit_per_file=limit_per_file, max_length=max_length,
+                      chunk_words=chunk_words or 300, limit_per_file=limit_per_file, max_length=max_length,
                       save_every=save_every,
                       time_limit=time_limit, threads=threads, device=device)
     typer.echo(f"trained {r.steps} steps; train loss {r.train_loss:.4f}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from itertools import zip_longest
 from pathlib import Path
 from typing import Sequence
 
@@ -27,14 +26,29 @@ from trlm.redteam.report import write_report
 
 
 def spread(cells: Sequence[Cell], limit_cells: int | None) -> list[Cell]:
-    """The first ``limit_cells`` cells taken round-robin over categories (so a small run still spans them)."""
+    """``limit_cells`` cells taken round-robin over categories, each category's next cell chosen to balance the
+    styles and techniques picked so far (least-used (style, technique) pair, then least-used style + technique,
+    then list order), so a small run spans categories, styles and techniques alike."""
     if not limit_cells or limit_cells >= len(cells):
         return list(cells)
+    from collections import Counter
+
     by: dict[str, list[Cell]] = {}
     for c in cells:
         by.setdefault(c[0], []).append(c)
-    order = [c for group in zip_longest(*by.values()) for c in group if c is not None]
-    return order[:limit_cells]
+    used_pair: Counter = Counter()
+    used: Counter = Counter()
+    order: list[Cell] = []
+    while len(order) < limit_cells:
+        for cat, left in by.items():
+            if not left or len(order) == limit_cells:
+                continue
+            k = min(range(len(left)), key=lambda i: (used_pair[left[i][1:]], used['s', left[i][1]] + used['p', left[i][2]], i))
+            cell = left.pop(k)
+            used_pair[cell[1:]] += 1
+            used.update((('s', cell[1]), ('p', cell[2])))
+            order.append(cell)
+    return order
 
 
 def cached(spec: str, out: Path, name: str):
