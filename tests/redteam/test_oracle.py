@@ -86,3 +86,25 @@ def test_offline_oracle_training_keeps_the_evaluation_outputs_out():
     rows, _, _ = load_oracle_test(default_data_dir() / "astral/test_oracle_rq0/test_results_evaluation_gpt_3_run_0.json")
     assert not {r.output.strip() for r in rows} & {t.strip() for t in texts}
     assert len(texts) == counts["kept"] == len(labels) and set(labels) == {0, 1}
+
+
+def test_an_oracle_run_on_a_subset_is_compared_with_the_others_on_the_same_rows(tmp_path, monkeypatch):
+    """With --oracle-limit, the stored GPT-3.5 verdicts and the full-run offline oracle are also scored on exactly
+    the rows the subset oracle judged, so the rows of the table can be compared."""
+    import trlm.redteam.bench as bench
+
+    real = bench.judge_attempts
+
+    def judge(attempts, spec, out, *a, **k):
+        if spec != "fake":
+            return real(attempts, spec, out, *a, **k)
+        for x in attempts:
+            x.verdict, x.reason, x.oracle = "unsafe", "always", "fake"
+        return attempts
+
+    monkeypatch.setattr(bench, "judge_attempts", judge)
+    results, info = bench.run_oracles(tmp_path, default_data_dir(), None, ["offline", "fake"], oracle_limit=10)
+    assert results["fake"]["n"] == 10 and results["offline"]["n"] == info["rows"]
+    assert results["gpt-3.5 (stored, same 10 rows)"]["n"] == 10
+    assert results["offline (same 10 rows)"]["n"] == 10
+    assert results["fake"]["unsafe_recall"] == 1.0 and results["fake"]["safe_recall"] == 0.0

@@ -72,16 +72,25 @@ def run_oracles(out: Path, data_dir: Path, oracle_data: Path | None, oracles: Se
     from trlm.redteam.execute import Attempt
     from trlm.redteam.generate import TestCase
 
+    full: dict[str, list[str]] = {}  # verdicts of the oracles that judged every row
+    subset: list[int] | None = None
     for spec in oracles:
         idx = list(range(len(rows)))
         if oracle_limit and spec != "offline" and not spec.endswith(".npz") and oracle_limit < len(rows):
-            idx = sorted({round(k * (len(rows) - 1) / (oracle_limit - 1)) for k in range(oracle_limit)})
+            idx = subset = sorted({round(k * (len(rows) - 1) / (oracle_limit - 1)) for k in range(oracle_limit)})
         attempts = [Attempt(TestCase(str(i), rows[i].testcase, "none", "none", "none", "oracle-test"), rows[i].output)
                     for i in idx]
         judge_attempts(attempts, spec, out)
-        results[attempts[0].oracle if attempts else spec] = oracle_metrics([truth[i] for i in idx],
-                                                                           [a.verdict for a in attempts])
+        name = attempts[0].oracle if attempts else spec
+        results[name] = oracle_metrics([truth[i] for i in idx], [a.verdict for a in attempts])
+        if len(idx) == len(rows):
+            full[name] = [a.verdict for a in attempts]
         log.info("oracle %s: %s", spec, results)
+    if subset is not None:  # the oracles that judged every row, on the subset the others judged: a fair comparison
+        same = f"same {len(subset)} rows"
+        results[f"gpt-3.5 (stored, {same})"] = oracle_metrics([truth[i] for i in subset], [stored[i] for i in subset])
+        for name, verdicts in full.items():
+            results[f"{name} ({same})"] = oracle_metrics([truth[i] for i in subset], [verdicts[i] for i in subset])
     return results, {"file": str(path), "rows": len(rows), "dropped_unknown_truth": dropped}
 
 
