@@ -23,7 +23,7 @@ checker              P(supported) of one (chunk, claim)
 The PMI checkers estimate the same quantity, PMI(claim; chunk), since log P(d | c) - log P(d) equals
 log P(c | d) - log P(c) under an exact model; the TRLM ones read it backwards (the document given the claim), as
 the TRLM scorers do for citation. Their raw PMI is mapped to a probability by ``sigmoid(a * pmi + b)``, with
-``(a, b)`` fitted   on CG2C-Doc training pairs (:data:`CALIBRATION`) or on any dev set with :meth:`calibrate`.
+``(a, b)`` fitted on CG2C-Doc training pairs (:data:`CALIBRATION`) or on any dev set with :meth:`calibrate`.
 """
 
 from __future__ import annotations
@@ -125,8 +125,8 @@ def resolve_checker_dir(name_or_path: str) -> Path:
     if name_or_path == SHIPPED_CHECKER:
         raise ModelError(f"the minilm checker needs trained weights and none ship ({SHIPPED_CHECKER} is not in this "
                          "version: the cross-encoder did not learn within the CPU budget, see docs/factcheck.md); "
-                         "train one with `trlm factcheck train --data ... --out DIR` and pass --checker DIR, or use the shipped "
-                         "feature checker `minilm-features`")
+                         "train one with `trlm factcheck train --data ... --out DIR` and pass --checker DIR, or "
+                         "use the shipped feature checker `minilm-features`")
     raise ModelError(f"no fact-checker model at {name_or_path!r}: give a directory written by `trlm factcheck train`")
 
 

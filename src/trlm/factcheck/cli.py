@@ -134,7 +134,7 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints/, model/, metrics.jsonl "
                              "(--kind features: checker.json)."),
     kind: str = typer.Option("cross-encoder", help="cross-encoder (MiniLM + 2-way head on the training loop) or "
-                             "features (frozen MiniLM + lexical features, logistic regression; seconds)."),
+                             "features (frozen MiniLM + lexical features, a logistic regression: minutes on a CPU)."),
     epochs: float = typer.Option(1.0, help="Passes over the training pairs (FactCG: 1 per stage)."),
     batch_size: int = typer.Option(16),
     lr: float = typer.Option(1e-4, help="Peak learning rate (6 % linear warmup, then cosine to 0)."),
