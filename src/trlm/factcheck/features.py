@@ -49,6 +49,8 @@ KIND = "factcheck-features"
 _WORD = re.compile(r"[A-Za-z]+|\d+(?:[.,]\d+)*")
 _NUM = re.compile(r"\d+(?:[.,]\d+)*")
 _NEG = {"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "n't", "cannot"}
+# Part of the feature definition the shipped weights were fitted with (not graph.py's entity-opener list, which
+# serves another purpose): changing it means refitting minilm_features.json.
 STOP = frozenset("""a an the and or but if of at by for with about against between into through during before after
 above below to from up down in out on off over under again further then once here there when where why how all
 any both each few more most other some such only own same so than too very can will just should now is are was were
