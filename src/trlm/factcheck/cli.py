@@ -155,10 +155,10 @@ def train_cmd(
 
     check_choice(kind, ("cross-encoder", "features"), "--kind")
     if kind == "features":
-        from trlm.factcheck.data import load_pairs, sample_pairs
+        from trlm.factcheck.data import training_pairs
         from trlm.factcheck.features import fit_features
 
-        pairs = [p for f in data for p in sample_pairs(load_pairs(f), limit_per_file, seed)]
+        pairs = training_pairs(data, limit_per_file, seed)
         spec = fit_features(pairs, out, chunk_words=chunk_words or 550,
                             sources=[str(f) for f in data])
         t = spec["training"]

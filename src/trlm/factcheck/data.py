@@ -138,6 +138,11 @@ def dataset_name(path: str | Path) -> str:
     return p.stem
 
 
+def training_pairs(files: Sequence[str | Path], limit_per_file: int | None = None, seed: int = 0) -> list[Pair]:
+    """Every file's pairs (CG2C or ``{doc, claim, label}`` JSONL), at most ``limit_per_file`` each (label-stratified)."""
+    return [p for f in files for p in sample_pairs(load_pairs(f), limit_per_file, seed)]
+
+
 def sample_pairs(pairs: Sequence[Pair], limit: int | None, seed: int = 0) -> list[Pair]:
     """At most ``limit`` pairs, drawn per label in the dataset's proportions (seeded); all when ``limit`` is falsy."""
     if not limit or limit >= len(pairs):

@@ -131,14 +131,11 @@ def train_checker(files: Sequence[str | Path], out: Path, *, epochs: float = 2.0
     :class:`~trlm.train.loop.TrainResult`. ``loop``: further :class:`~trlm.train.loop.TrainArgs` fields."""
     import math
 
-    from trlm.factcheck.data import load_pairs, sample_pairs
+    from trlm.factcheck.data import training_pairs
     from trlm.train.loop import TrainArgs, train
 
-    pairs: list[Pair] = []
-    for f in files:
-        part = load_pairs(f)
-        pairs.extend(sample_pairs(part, limit_per_file, seed))
-        log.info("%s: %d pairs", f, len(part))
+    pairs = training_pairs(files, limit_per_file, seed)
+    log.info("%d training pairs from %d files", len(pairs), len(files))
     if len({p.label for p in pairs}) < 2:
         raise ValueError("the training data needs supported (1) and unsupported (0) pairs")
     train_pairs, held = split_eval(pairs, seed=seed)
