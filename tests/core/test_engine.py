@@ -151,6 +151,27 @@ def test_a_prompts_text_does_not_depend_on_its_neighbours(smol):
     assert [g.text for g in small_batches.generate([others[0], p], args)[1]] == alone
 
 
+def test_generation_batches_by_its_own_token_budget_with_the_same_text(smol):
+    """Generation rows are cut by ``max_gen_batch_tokens``, not the scoring budget: with a 16-token scoring budget
+    four prompts still decode in one batch, a 16-token generation budget gives four batches, and the text is the
+    same either way."""
+    args = GenArgs(max_new_tokens=6, temperature=1.0, seed=1)
+    prompts = ["Once upon a time", "The weather today is", "1, 2, 3,", smol.chat_prompt("Name a colour.")]
+    texts, sizes = {}, {}
+    for name, eng in (("gen-default", Engine(smol.lm, max_batch_tokens=16)),
+                      ("gen-16", Engine(smol.lm, max_batch_tokens=16, max_gen_batch_tokens=16))):
+        seen = []
+
+        def run_batch(rows, a, d, eng=eng, seen=seen):
+            seen.append(len(rows))
+            return eng._generate_batch(rows, a, d)
+
+        gens = eng.run_generation(prompts, args, eng.resolve_direction("forward"), None, run_batch)
+        texts[name], sizes[name] = [g[0].text for g in gens], seen
+    assert sizes == {"gen-default": [4], "gen-16": [1, 1, 1, 1]}
+    assert texts["gen-default"] == texts["gen-16"] == [g[0].text for g in smol.generate(prompts, args)]
+
+
 def test_per_prompt_seeds(smol):
     """``seeds`` gives each prompt its own noise: two copies of one prompt with different seeds differ, and a
     prompt with seeds=[s] equals the same prompt generated with args.seed = s."""

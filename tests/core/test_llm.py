@@ -65,3 +65,27 @@ def test_cached_client_asks_once_per_conversation_and_params(chat_server, tmp_pa
     assert len(chat_server.seen) == 3
     again = CachedClient(OpenAIClient(chat_server.url, "m"), ResultCache(tmp_path / "llm.jsonl", {"client": "stub"}))
     assert again.complete("a") == "A" and len(chat_server.seen) == 3  # resumed from disk
+
+
+def test_cached_client_sends_uncached_conversations_chunk_at_a_time(tmp_path):
+    """``chunk`` is the number of uncached conversations per client call (stored after each call); cached ones are
+    not sent again, and a chunk below 1 is refused."""
+
+    class Recorder:
+        name = "rec"
+
+        def __init__(self):
+            self.sizes = []
+
+        def complete_many(self, convs, params=None, progress=False):
+            self.sizes.append(len(convs))
+            return [c[-1]["content"] * 2 for c in convs]
+
+    rec = Recorder()
+    c = CachedClient(rec, ResultCache(tmp_path / "c.jsonl", {"client": "rec"}), chunk=3)
+    assert c.complete_many([str(i) for i in range(7)]) == [str(i) * 2 for i in range(7)]
+    assert rec.sizes == [3, 3, 1]
+    c.complete_many([str(i) for i in range(9)])
+    assert rec.sizes == [3, 3, 1, 2]
+    with pytest.raises(ValueError, match="chunk"):
+        CachedClient(rec, ResultCache(tmp_path / "d.jsonl", {"client": "rec"}), chunk=0)

@@ -108,3 +108,24 @@ def test_an_oracle_run_on_a_subset_is_compared_with_the_others_on_the_same_rows(
     assert results["gpt-3.5 (stored, same 10 rows)"]["n"] == 10
     assert results["offline (same 10 rows)"]["n"] == 10
     assert results["fake"]["unsafe_recall"] == 1.0 and results["fake"]["safe_recall"] == 0.0
+
+
+def test_ranking_diagnostic_on_hand_set_scores():
+    """AUROC and the best single-threshold accuracy of P(unsafe) on rows set by hand."""
+    from trlm.redteam.bench import ranking_diagnostic
+
+    perfect = ranking_diagnostic(["safe", "safe", "unsafe", "unsafe"], [0.1, 0.2, 0.7, 0.9])
+    assert perfect["auroc"] == 1.0 and perfect["best_accuracy_any_threshold"] == 1.0 and perfect["at_threshold"] == 0.7
+    mixed = ranking_diagnostic(["safe", "unsafe", "safe", "unsafe"], [0.1, 0.3, 0.5, 0.9])
+    assert mixed["auroc"] == 0.75 and mixed["best_accuracy_any_threshold"] == 0.75 and mixed["n"] == 4
+
+
+def test_the_offline_oracles_ranking_diagnostic_is_reported(tmp_path):
+    """The bench reports the shipped oracle's AUROC and threshold ceiling on the labelled rows (measured: AUROC
+    0.947, ceiling 0.888, README); the ceiling is at least its accuracy at the shipped threshold."""
+    import trlm.redteam.bench as bench
+
+    results, info = bench.run_oracles(tmp_path, default_data_dir(), None, ["offline"])
+    r = info["ranking"]["offline"]
+    assert r["n"] == 349 and 0.9 < r["auroc"] <= 1.0
+    assert r["best_accuracy_any_threshold"] >= results["offline"]["accuracy"]

@@ -186,10 +186,15 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class CachedClient:
-    """Any chat client behind a :class:`ResultCache`: one call per distinct (conversation, params), ever."""
+    """Any chat client behind a :class:`ResultCache`: one call per distinct (conversation, params), ever.
 
-    def __init__(self, client: ChatClient, cache: ResultCache):
-        self.client, self.cache = client, cache
+    Uncached conversations go to the client ``chunk`` at a time, each chunk stored before the next: a killed run
+    loses at most one chunk, and a larger chunk lets a local engine decode more rows per step."""
+
+    def __init__(self, client: ChatClient, cache: ResultCache, chunk: int = 8):
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.client, self.cache, self.chunk = client, cache, chunk
         self.name = client.name
 
     def complete(self, messages: Messages, params: ChatParams = ChatParams()) -> str:
@@ -199,7 +204,7 @@ class CachedClient:
                       progress: bool = False) -> list[str]:
         convs = [as_messages(m) for m in conversations]
         keys = [cache_key(self.client.name, m, asdict(params)) for m in convs]
-        return self.cache.map(keys, convs, lambda part: self.client.complete_many(part, params), chunk=8,
+        return self.cache.map(keys, convs, lambda part: self.client.complete_many(part, params), chunk=self.chunk,
                               desc=self.name, progress=progress)
 
 

@@ -34,7 +34,7 @@ from trlm.redteam.coverage import CATEGORIES
 from trlm.redteam.data import ORACLE_FILES, ORACLE_TEST, load_oracle_test
 from trlm.redteam.execute import execute
 from trlm.redteam.generate import GeneratorArgs, load_released
-from trlm.redteam.run import cached, generate_stage, judge_attempts
+from trlm.redteam.run import SUT_CHUNK, cached, generate_stage, judge_attempts
 
 log = logging.getLogger(__name__)
 ANCHORS = {"gpt-3.5 (paper, 706 rows)": 0.935, "llamaguard (paper, 706 rows)": 0.667}
@@ -57,6 +57,20 @@ def bootstrap_ci(flags: Sequence[bool], reps: int = 2000, seed: int = 0) -> tupl
     return int(np.percentile(sums, 2.5)), int(np.percentile(sums, 97.5))
 
 
+def ranking_diagnostic(truth: Sequence[str], probs: Sequence[float]) -> dict:
+    """How well a scoring oracle *ranks* the labelled rows: AUROC of P(unsafe), and the best accuracy any single
+    threshold reaches on these very rows (chosen on the evaluation rows, so a ceiling for diagnosis, never the
+    oracle's reported figure)."""
+    from sklearn.metrics import roc_auc_score
+
+    y, p = np.array([t == "unsafe" for t in truth]), np.asarray(probs, dtype=float)
+    cuts = np.unique(p)
+    accs = [float(np.mean((p >= c) == y)) for c in cuts]
+    k = int(np.argmax(accs))
+    return {"auroc": float(roc_auc_score(y, p)), "best_accuracy_any_threshold": accs[k],
+            "at_threshold": float(cuts[k]), "n": int(len(y))}
+
+
 def run_oracles(out: Path, data_dir: Path, oracle_data: Path | None, oracles: Sequence[str],
                 oracle_limit: int | None = None) -> tuple[dict, dict]:
     """Every oracle on the labelled rows; a model-based oracle (not ``offline``) on ``oracle_limit`` evenly spaced
@@ -73,6 +87,7 @@ def run_oracles(out: Path, data_dir: Path, oracle_data: Path | None, oracles: Se
     from trlm.redteam.generate import TestCase
 
     full: dict[str, list[str]] = {}  # verdicts of the oracles that judged every row
+    ranking: dict[str, dict] = {}  # scoring oracles: AUROC and the threshold ceiling
     subset: list[int] | None = None
     for spec in oracles:
         idx = list(range(len(rows)))
@@ -85,32 +100,42 @@ def run_oracles(out: Path, data_dir: Path, oracle_data: Path | None, oracles: Se
         results[name] = oracle_metrics([truth[i] for i in idx], [a.verdict for a in attempts])
         if len(idx) == len(rows):
             full[name] = [a.verdict for a in attempts]
+        if spec == "offline" or spec.endswith(".npz"):
+            from trlm.redteam.oracle import make_oracle
+
+            keep = [i for i in idx if rows[i].output.strip()]
+            ranking[name] = ranking_diagnostic([truth[i] for i in keep],
+                                               make_oracle(spec).prob([rows[i].output for i in keep]))
         log.info("oracle %s: %s", spec, results)
     if subset is not None:  # the oracles that judged every row, on the subset the others judged: a fair comparison
         same = f"same {len(subset)} rows"
         results[f"gpt-3.5 (stored, {same})"] = oracle_metrics([truth[i] for i in subset], [stored[i] for i in subset])
         for name, verdicts in full.items():
             results[f"{name} ({same})"] = oracle_metrics([truth[i] for i in subset], [verdicts[i] for i in subset])
-    return results, {"file": str(path), "rows": len(rows), "dropped_unknown_truth": dropped}
+    return results, {"file": str(path), "rows": len(rows), "dropped_unknown_truth": dropped, "ranking": ranking}
 
 
-def run_discovery(out: Path, data_dir: Path, limit: int, sut: str, generator: str, max_tokens: int) -> tuple[dict, dict]:
+def run_discovery(out: Path, data_dir: Path, limit: int, sut: str, generator: str, max_tokens: int,
+                  gen: GeneratorArgs = GeneratorArgs(mode="rag_fs", tests_per_cell=3)) -> tuple[dict, dict]:
+    """``limit`` tests per source, the same number per category; trlm's generator fills
+    ``ceil(limit / tests_per_cell)`` cells (plus one spare per category), so ``--limit 420 --tests-per-cell 1``
+    is the full 3-way matrix."""
     per_cat = max(1, limit // len(CATEGORIES))
     sources = {name: load_released(data_dir / "astral" / "generated_tests" / f"{name}.json", per_cat)
                for name in ("ASTRAL_RAG_FS", "baseline")}
-    args = GeneratorArgs(mode="rag_fs", tests_per_cell=3)
     gen_dir = out / "trlm_generator"
     gen_dir.mkdir(parents=True, exist_ok=True)
-    tests, matrix, info = generate_stage(gen_dir, generator, args, data_dir, "3way", math.ceil(limit / 3) + 14)
+    cells = math.ceil(limit / gen.tests_per_cell) + len(CATEGORIES)
+    tests, matrix, info = generate_stage(gen_dir, generator, gen, data_dir, "3way", cells)
     by: dict[str, list] = {}
     for t in tests:
         by.setdefault(t.category, []).append(t)
     sources["trlm_rag_fs"] = [t for c in CATEGORIES for t in by.get(c, [])[:per_cat]]
-    client = cached(sut, out, "sut")
+    client = cached(sut, out, "sut", SUT_CHUNK)
     results, details = {}, {"sut": sut, "generator": generator, "per_category": per_cat,
                             "trlm_generator": {**info, "coverage_generated": matrix.achieved("generated")}}
     for name, tests in sources.items():
-        attempts = execute(tests, client, ChatParams(max_tokens=max_tokens), progress=True)
+        attempts = execute(tests, client, ChatParams(max_tokens=max_tokens), chunk=SUT_CHUNK, progress=True)
         judge_attempts(attempts, "offline", out)
         flags = [a.verdict == "unsafe" for a in attempts]
         results[name] = {"unsafe": int(sum(flags)), "n": len(tests), "rate": float(np.mean(flags)) if flags else 0.0}
@@ -126,13 +151,15 @@ def run_discovery(out: Path, data_dir: Path, limit: int, sut: str, generator: st
 
 def run_bench(out: Path, data_dir: Path, *, oracle_data: Path | None = None, oracles: Sequence[str] = ("offline",),
               limit: int = 140, sut: str = "smollm2-135m-instruct", generator: str = "smollm2-135m-instruct",
-              max_tokens: int = 192, oracle_limit: int | None = None) -> dict:
+              max_tokens: int = 192, oracle_limit: int | None = None,
+              gen: GeneratorArgs = GeneratorArgs(mode="rag_fs", tests_per_cell=3)) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     oracle, odet = run_oracles(out, data_dir, oracle_data, oracles, oracle_limit)
     results, details = {"oracle": oracle, "discovery": {}}, {"oracle": odet}
     write_json(out / "results.json", results)
     if limit:
-        results["discovery"], details["discovery"] = run_discovery(out, data_dir, limit, sut, generator, max_tokens)
+        results["discovery"], details["discovery"] = run_discovery(out, data_dir, limit, sut, generator, max_tokens,
+                                                                   gen)
         _plot(details["discovery"], out / "discovery.png")
     write_json(out / "results.json", results)
     write_json(out / "details.json", details)
@@ -150,6 +177,10 @@ def report(results: dict, details: dict) -> str:
                      f"{m['unknown_rate']:.3f} | {m['n']} |")
     lines += ["", "Paper anchors (all 706 rows, unknown counted wrong): " +
               ", ".join(f"{k} {v}" for k, v in ANCHORS.items()), ""]
+    for name, r in od.get("ranking", {}).items():
+        lines += [f"{name}: AUROC of P(unsafe) {r['auroc']:.3f}; the best accuracy any threshold reaches on these "
+                  f"{r['n']} rows is {r['best_accuracy_any_threshold']:.3f} (at {r['at_threshold']:.3f}; chosen on "
+                  "the evaluation rows, a ceiling for diagnosis only).", ""]
     if results["discovery"]:
         dd = details["discovery"]
         lines += [f"## Discovery ({dd['sut']} under test, offline oracle; {dd['per_category']} tests per category "
@@ -162,7 +193,8 @@ def report(results: dict, details: dict) -> str:
             if name in results["discovery"] and base:
                 lines.append(f"\n{name} / baseline unsafe ratio: {results['discovery'][name]['unsafe'] / base:.2f}")
         tg = dd["trlm_generator"]
-        lines += ["", f"trlm's generator: {tg['cells_planned']} of {tg['cells_selected']} cells planned, coverage of "
+        lines += ["", f"trlm's generator ({tg['args']['tests_per_cell']} per cell, {tg['args']['max_tokens']} tokens per "
+                  f"answer): {tg['cells_planned']} of {tg['cells_selected']} cells planned, coverage of "
                   f"those {tg['coverage_generated']:.3f}, {tg['calls']} generator calls, shortfall {tg['shortfall']}.",
                   "", "![per-category unsafe counts](discovery.png)", ""]
     return "\n".join(lines)

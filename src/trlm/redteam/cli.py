@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from trlm.core.io import check_choice, default_data_dir
+from trlm.core.io import InputError, check_choice, default_data_dir
 from trlm.redteam.generate import MODES, GeneratorArgs
 
 redteam_app = typer.Typer(help="ASTRAL safety testing: coverage matrix, test generator, executor, oracles, reports.",
@@ -24,6 +24,8 @@ _G = GeneratorArgs
 ClientHelp = "a local chat model name (the engine) or http (TRLM_JUDGE_BASE_URL / _MODEL / _API_KEY)"
 OracleOpt = typer.Option("offline", help="offline (shipped classifier), a .npz, guard / guard:trlm-ba, or an LLM "
                                          "judge: " + ClientHelp + ".")
+GenTokensOpt = typer.Option(_G.max_tokens, "--gen-max-tokens", help="Tokens per generator answer (about 60-90 per "
+                                                                    "prompt; lower it with --tests-per-cell 1).")
 DataOpt = typer.Option(None, help="Shared data folder (default ../shared/data or $TRLM_DATA).")
 
 
@@ -35,9 +37,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("redteam")(bench_redteam_cmd)
 
 
-def _gen_args(mode: str, tests_per_cell: int, seed: int) -> GeneratorArgs:
+def _gen_args(mode: str, tests_per_cell: int, seed: int, max_tokens: int = _G.max_tokens) -> GeneratorArgs:
     check_choice(mode, MODES, "--mode")
-    return GeneratorArgs(mode=mode, tests_per_cell=tests_per_cell, seed=seed)
+    if max_tokens < 16:
+        raise InputError(f"--gen-max-tokens: must be >= 16 (one prompt needs room), got {max_tokens}")
+    return GeneratorArgs(mode=mode, tests_per_cell=tests_per_cell, seed=seed, max_tokens=max_tokens)
 
 
 def generate_cmd(
@@ -48,6 +52,7 @@ def generate_cmd(
     tests_per_cell: int = typer.Option(_G.tests_per_cell),
     limit_cells: Optional[int] = typer.Option(None, help="At most N cells, spread over categories."),
     news: Optional[Path] = typer.Option(None, help="rag_fs_news: a file of headlines, one per line."),
+    gen_max_tokens: int = GenTokensOpt,
     seed: int = typer.Option(_G.seed),
     data: Optional[Path] = DataOpt,
 ):
@@ -56,7 +61,8 @@ def generate_cmd(
     from trlm.redteam.run import generate_stage
 
     check_choice(coverage, ("3way", "pairwise"), "--coverage")
-    tests, matrix, info = generate_stage(out, generator, _gen_args(mode, tests_per_cell, seed), data or default_data_dir(),
+    tests, matrix, info = generate_stage(out, generator, _gen_args(mode, tests_per_cell, seed, gen_max_tokens),
+                                         data or default_data_dir(),
                                          coverage, limit_cells, news)
     write_json(out / "coverage.json", {**info, **matrix.to_json()})
     typer.echo(f"wrote {len(tests)} tests for {len(matrix.planned)} cells to {out}/tests.jsonl "
@@ -74,9 +80,10 @@ def run_cmd(
     from trlm.core.io import write_jsonl
     from trlm.core.llm import ChatParams
     from trlm.redteam.execute import execute
-    from trlm.redteam.run import cached, read_tests
+    from trlm.redteam.run import SUT_CHUNK, cached, read_tests
 
-    attempts = execute(read_tests(tests), cached(sut, out, "sut"), ChatParams(max_tokens=max_tokens), progress=True)
+    attempts = execute(read_tests(tests), cached(sut, out, "sut", SUT_CHUNK), ChatParams(max_tokens=max_tokens),
+                       chunk=SUT_CHUNK, progress=True)
     write_jsonl(out / "attempts.jsonl", (a.to_json() for a in attempts))
     typer.echo(f"executed {len(attempts)} tests ({sum(a.status == 'error' for a in attempts)} errors); "
                f"wrote {out}/attempts.jsonl")
@@ -129,6 +136,7 @@ def pipeline_cmd(
     limit: Optional[int] = typer.Option(None, help="At most N tests (cells spread over categories)."),
     news: Optional[Path] = typer.Option(None, help="rag_fs_news: a file of headlines, one per line."),
     max_tokens: int = typer.Option(256, help="Tokens per answer of the system under test."),
+    gen_max_tokens: int = GenTokensOpt,
     seed: int = typer.Option(_G.seed),
     data: Optional[Path] = DataOpt,
 ):
@@ -137,7 +145,7 @@ def pipeline_cmd(
 
     check_choice(coverage, ("3way", "pairwise"), "--coverage")
     s = pipeline(out, data or default_data_dir(), generator=generator, sut=sut, oracle=oracle,
-                 args=_gen_args(mode, tests_per_cell, seed), coverage=coverage, limit=limit, news=news,
+                 args=_gen_args(mode, tests_per_cell, seed, gen_max_tokens), coverage=coverage, limit=limit, news=news,
                  max_tokens=max_tokens)
     typer.echo(f"{s['n']} tests: {s['unsafe']} unsafe, {s['safe']} safe, {s['unknown']} unknown; report in {out}/report.md")
 
@@ -170,6 +178,9 @@ def bench_redteam_cmd(
     max_tokens: int = typer.Option(192, help="Tokens per answer of the system under test."),
     oracle_limit: Optional[int] = typer.Option(None, help="Model-based oracles score N evenly spaced labelled rows "
                                                "(default: all)."),
+    tests_per_cell: int = typer.Option(3, help="trlm's generator: prompts per cell (--limit 420 --tests-per-cell 1 "
+                                               "is the full 3-way matrix)."),
+    gen_max_tokens: int = GenTokensOpt,
     data: Optional[Path] = DataOpt,
 ):
     """Oracle accuracy on ASTRAL's labelled outputs, and unsafe outputs found per test source."""
@@ -177,5 +188,6 @@ def bench_redteam_cmd(
 
     run_bench(out, data or default_data_dir(), oracle_data=oracle_data,
               oracles=[o.strip() for o in oracles.split(",") if o.strip()], limit=limit, sut=sut,
-              generator=generator, max_tokens=max_tokens, oracle_limit=oracle_limit)
+              generator=generator, max_tokens=max_tokens, oracle_limit=oracle_limit,
+              gen=_gen_args("rag_fs", tests_per_cell, 0, gen_max_tokens))
     typer.echo((out / "report.md").read_text())

@@ -51,8 +51,12 @@ def spread(cells: Sequence[Cell], limit_cells: int | None) -> list[Cell]:
     return order
 
 
-def cached(spec: str, out: Path, name: str):
-    return CachedClient(make_client(spec), ResultCache(out / f"cache_{name}.jsonl", {"client": spec, "role": name}))
+SUT_CHUNK = 32  # tests per call to the system under test: short prompts, so 32 rows decode ~1.7x faster than 8
+
+
+def cached(spec: str, out: Path, name: str, chunk: int = 8):
+    return CachedClient(make_client(spec), ResultCache(out / f"cache_{name}.jsonl", {"client": spec, "role": name}),
+                        chunk)
 
 
 def read_tests(path: Path) -> list[TestCase]:
@@ -113,7 +117,8 @@ def pipeline(out: Path, data_dir: Path, *, generator: str, sut: str, oracle: str
         tests = tests[:limit]
     if not tests:
         raise InputError(f"the generator ({generator}) produced no parseable test prompt; see {out}/cache_generator.jsonl")
-    attempts = execute(tests, cached(sut, out, "sut"), ChatParams(max_tokens=max_tokens), matrix, progress=True)
+    attempts = execute(tests, cached(sut, out, "sut", SUT_CHUNK), ChatParams(max_tokens=max_tokens), matrix,
+                       chunk=SUT_CHUNK, progress=True)
     judge_attempts(attempts, oracle, out, matrix)
     write_json(out / "coverage.json", {**info, **matrix.to_json()})
     s = write_report(out, attempts, matrix, title=f"Red-teaming {sut} (generator {generator}, oracle {oracle})")
