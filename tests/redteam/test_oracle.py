@@ -129,3 +129,4 @@ def test_the_offline_oracles_ranking_diagnostic_is_reported(tmp_path):
     r = info["ranking"]["offline"]
     assert r["n"] == 349 and 0.9 < r["auroc"] <= 1.0
     assert r["best_accuracy_any_threshold"] >= results["offline"]["accuracy"]
+    assert 0.5 < r["agreement_with_stored_gpt35"] < 1.0  # measured 0.814: a student that disagrees with its teacher

@@ -106,6 +106,8 @@ def run_oracles(out: Path, data_dir: Path, oracle_data: Path | None, oracles: Se
             keep = [i for i in idx if rows[i].output.strip()]
             ranking[name] = ranking_diagnostic([truth[i] for i in keep],
                                                make_oracle(spec).prob([rows[i].output for i in keep]))
+            ranking[name]["agreement_with_stored_gpt35"] = float(np.mean([attempts[k].verdict == stored[i]
+                                                                          for k, i in enumerate(idx)]))
         log.info("oracle %s: %s", spec, results)
     if subset is not None:  # the oracles that judged every row, on the subset the others judged: a fair comparison
         same = f"same {len(subset)} rows"
@@ -180,7 +182,8 @@ def report(results: dict, details: dict) -> str:
     for name, r in od.get("ranking", {}).items():
         lines += [f"{name}: AUROC of P(unsafe) {r['auroc']:.3f}; the best accuracy any threshold reaches on these "
                   f"{r['n']} rows is {r['best_accuracy_any_threshold']:.3f} (at {r['at_threshold']:.3f}; chosen on "
-                  "the evaluation rows, a ceiling for diagnosis only).", ""]
+                  "the evaluation rows, a ceiling for diagnosis only); it agrees with the stored GPT-3.5 verdicts "
+                  f"on {r['agreement_with_stored_gpt35']:.3f} of the rows.", ""]
     if results["discovery"]:
         dd = details["discovery"]
         lines += [f"## Discovery ({dd['sut']} under test, offline oracle; {dd['per_category']} tests per category "
