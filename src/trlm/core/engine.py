@@ -60,7 +60,8 @@ class Engine:
         self.max_batch_tokens = max_batch_tokens or (1024 if lm.device.type == "cpu" else 16384)
         # generation rows (prompt + max_new_tokens): a decode step reads every weight once whatever the batch, so on
         # CPU it is memory-bound and 8 rows cost little more than 2 (8 redteam prompts of ~400 tokens + 128 new:
-        # 64 s at 8192 vs 126 s at 1024, one AVX2 thread, identical text); the KV cache is what this budget bounds
+        # 53.7 s at 8192 vs 92.3 s at 1024, one AVX2 thread, identical text: scripts/gen_batch_budget.py); the KV
+        # cache is what this budget bounds
         self.max_gen_batch_tokens = max_gen_batch_tokens or (8192 if lm.device.type == "cpu" else 65536)
         self.max_batch_size = max_batch_size
         cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 2048
