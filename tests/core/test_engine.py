@@ -166,7 +166,8 @@ def test_generation_batches_by_its_own_token_budget_with_the_same_text(smol):
             seen.append(len(rows))
             return eng._generate_batch(rows, a, d)
 
-        gens = eng.run_generation(prompts, args, eng.resolve_direction("forward"), None, run_batch)
+        with torch.inference_mode():  # as Engine.generate runs it
+            gens = eng.run_generation(prompts, args, eng.resolve_direction("forward"), None, run_batch)
         texts[name], sizes[name] = [g[0].text for g in gens], seen
     assert sizes == {"gen-default": [4], "gen-16": [1, 1, 1, 1]}
     assert texts["gen-default"] == texts["gen-16"] == [g[0].text for g in smol.generate(prompts, args)]
