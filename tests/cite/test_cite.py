@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from trlm.cite.bench import claim_metrics, load_wice, run_bench_cite, split_cnndm
+from trlm.cite.bench import claim_metrics, load_wice, paired_top1, run_bench_cite, split_cnndm
 from trlm.cite.search import JOINER, binary_search, cite_file, exclusion_search, join_span, linear_search
 from trlm.core.io import InputError
 from trlm.scoring import Scorer
@@ -177,6 +178,24 @@ def test_bench_cite_wice_shape(tmp_path):
     assert res["bm25"]["top1"] == 1.0  # the claim shares the rare word KEY only with the gold sentence
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == res
     assert "| linear/length |" in (tmp_path / "out" / "report.md").read_text()
+    per = json.loads((tmp_path / "out" / "per_claim.json").read_text())
+    assert [r["label"] for r in per["bm25"]] == ["supported", "partially_supported"]
+    assert np.mean([r["top1"] for r in per["linear/length"]]) == res["linear/length"]["top1"]
+    assert "| linear/length | bm25 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_paired_top1_subtracts_the_baseline_on_the_claims_both_have():
+    per = {"bm25": [("supported", 1.0, 1.0), ("supported", 0.0, 0.0), ("supported", 0.0, 0.0)],
+           "minilm": [("supported", 1.0, 1.0)] * 3,
+           "linear/forward-mean": [("supported", 0.0, 0.0)] * 2,
+           "linear/trlm-ba": [("supported", 1.0, 1.0), ("supported", 1.0, 1.0), ("supported", 0.0, 0.0)]}
+    rows = {(r["method"], r["baseline"]): r for r in paired_top1(per)}
+    # baselines are never compared with each other, and each scorer is compared with both baselines
+    assert set(rows) == {("linear/trlm-ba", "linear/forward-mean"), ("linear/trlm-ba", "bm25"),
+                         ("linear/forward-mean", "bm25")}
+    assert rows["linear/trlm-ba", "linear/forward-mean"]["n_claims"] == 2  # forward-mean has only 2 claims
+    assert rows["linear/trlm-ba", "linear/forward-mean"]["diff"] == 1.0
+    assert rows["linear/trlm-ba", "bm25"]["diff"] == pytest.approx(1 / 3)
 
 
 def test_cite_file_roundtrip_and_errors(tmp_path):

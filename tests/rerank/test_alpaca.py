@@ -111,17 +111,6 @@ def test_pair_agreement_similar_length_filter():
         A.pair_counts(scores, judge, None, max_rel_len_diff=0.25)
 
 
-def test_bootstrap_ci_contains_mean_and_narrows():
-    rng = np.random.default_rng(1)
-    small, large = rng.random(30), rng.random(3000)
-    lo, hi = A.bootstrap_ci(small)
-    assert lo < small.mean() < hi
-    lo2, hi2 = A.bootstrap_ci(large)
-    assert lo2 < large.mean() < hi2
-    assert hi2 - lo2 < (hi - lo) / 3
-    assert A.bootstrap_ci([0.4] * 10) == pytest.approx((0.4, 0.4))
-
-
 def test_pick_best_takes_first_of_ties():
     assert A.pick_best([0.1, 0.7, 0.7]) == 1
 

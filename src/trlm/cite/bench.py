@@ -10,7 +10,8 @@ a set's sentences found among the top 3 citations. For binary search the top-1 i
 span and the "top 3" the widest span of at most 3 sentences on its path. Baselines rank sentences by BM25
 (``bm25s`` over the claim's source) and by MiniLM cosine to the claim. ``results.json``:
 ``{"<search>/<scorer>": {"top1", "recall@3", "n_claims", "supported": {...}, "partially_supported": {...}},
-"bm25": {...}, "minilm": {...}}``.
+"bm25": {...}, "minilm": {...}}``; ``per_claim.json`` holds every claim's metrics per method, and the report
+adds each scorer's top-1 minus forward-mean's and BM25's on the same claims with a paired bootstrap 95 % CI.
 
 **CNN/DM** (the paper's protocol, no gold labels). Each highlight sentence is cited by linear search over
 the article's sentences; reported are the mean MiniLM cosine and ROUGE-L F1 (``rouge_score``, stemmed)
@@ -31,6 +32,7 @@ import numpy as np
 
 from trlm.cite.search import SEARCHES, binary_search, exclusion_search, linear_search, linear_search_many
 from trlm.core.io import InputError, read_jsonl, require_path, write_json, write_text
+from trlm.core.report import fmt, paired_diff_ci
 
 log = logging.getLogger(__name__)
 LABELS = ("supported", "partially_supported")
@@ -149,9 +151,12 @@ def _run_wice(data, out, scorers, searches, limit, max_source_sentences, pick, c
         results[key] = _summary(per_claim)
         speed[key] = {"seconds": dt, "claims_per_s": len(per_claim) / dt if dt else 0.0,
                       "calls_per_s": calls / dt if dt else 0.0, "calls": calls}
+        per = {k: v[0] for k, v in state.items()}
         write_json(out / "results.json", results)
         write_json(out / "throughput.json", {"config": config, "throughput": speed})
-        write_text(out / "report.md", _report(results, speed, config))
+        write_json(out / "per_claim.json", {k: [{"label": lab, "top1": t, "recall@3": r} for lab, t, r in v]
+                                            for k, v in per.items() if v})
+        write_text(out / "report.md", _report(results, speed, config, paired_top1(per)))
 
     methods: dict[str, tuple[str, object]] = {"bm25": ("baseline", _bm25_rank),
                                                "minilm": ("baseline", lambda q, s: _minilm_rank(q, s)[0])}
@@ -192,7 +197,22 @@ def _run_wice(data, out, scorers, searches, limit, max_source_sentences, pick, c
     return results
 
 
-def _report(results: dict, speed: dict, config: dict) -> str:
+def paired_top1(per_claim: dict[str, list[tuple[str, float, float]]],
+                baselines: Sequence[str] = ("linear/forward-mean", "bm25")) -> list[dict]:
+    """Top-1 of each scorer method minus each baseline's on the claims both have (methods advance together, so
+    these are the same first claims), with a paired bootstrap 95 % CI."""
+    rows = []
+    for base in baselines:
+        for key, per in per_claim.items():
+            if key == base or key in ("bm25", "minilm") or not per or not per_claim.get(base):
+                continue
+            n = min(len(per), len(per_claim[base]))
+            d, lo, hi = paired_diff_ci([r[1] for r in per[:n]], [r[1] for r in per_claim[base][:n]])
+            rows.append({"method": key, "baseline": base, "diff": d, "ci95": [lo, hi], "n_claims": n})
+    return rows
+
+
+def _report(results: dict, speed: dict, config: dict, paired: Sequence[dict] = ()) -> str:
     lines = ["# Citation benchmark (WiCE)", "",
              f"Data `{config['data']}`: {config['n_claims']} supported / partially supported claims "
              f"({config['sentences']} source sentences"
@@ -201,14 +221,18 @@ def _report(results: dict, speed: dict, config: dict) -> str:
              "| method | top1 | recall@3 | claims | top1 supported | top1 partial | r@3 supported | r@3 partial "
              "| seconds | scorer calls/s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    def f(x):
-        return "–" if x is None else f"{x:.3f}"
-
+    f = fmt
     for k, r in results.items():
         s, p, sp = r["supported"], r["partially_supported"], speed.get(k, {})
         lines.append(f"| {k} | {f(r['top1'])} | {f(r['recall@3'])} | {r['n_claims']} | {f(s['top1'])} "
                      f"({s['n_claims']}) | {f(p['top1'])} ({p['n_claims']}) | {f(s['recall@3'])} | "
                      f"{f(p['recall@3'])} | {sp.get('seconds', 0):.0f} | {sp.get('calls_per_s', 0):.2f} |")
+    if paired:
+        lines += ["", "Top-1 differences on the same claims (paired bootstrap 95 % CI; `per_claim.json` has every "
+                  "claim's metrics):", "", "| method | minus | top1 difference | 95 % CI | claims |",
+                  "|---|---|---:|---:|---:|"]
+        lines += [f"| {r['method']} | {r['baseline']} | {r['diff']:+.3f} | {r['ci95'][0]:+.3f} to "
+                  f"{r['ci95'][1]:+.3f} | {r['n_claims']} |" for r in paired]
     return "\n".join(lines) + "\n"
 
 

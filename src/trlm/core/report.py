@@ -1,8 +1,12 @@
-"""Helpers every benchmark report shares: number formatting and writing a matplotlib figure atomically."""
+"""Helpers every benchmark report shares: number formatting, a bootstrap CI, and writing a matplotlib figure
+atomically."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 
 def fmt(x: float | None, nd: int = 3) -> str:
@@ -30,3 +34,23 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=dpi)
     plt.close(fig)
+
+
+def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (resampling items with replacement)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def paired_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                   alpha: float = 0.05) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired items and its percentile bootstrap CI (items resampled in pairs)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired_diff_ci needs paired values; got {len(a)} and {len(b)}")
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    lo, hi = bootstrap_ci(d, n_boot, seed, alpha)  # raises on no items
+    return float(d.mean()), lo, hi

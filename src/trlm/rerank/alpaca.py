@@ -343,12 +343,3 @@ def pair_agreement(items: Sequence[tuple[Sequence[float], Sequence[float], Seque
         agree, n = agree + a, n + k
     return (agree / n if n else math.nan), n
 
-
-def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (resampling items with replacement)."""
-    v = np.asarray(values, dtype=float)
-    if len(v) == 0:
-        raise ValueError("bootstrap_ci needs at least one value")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
-    return float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from trlm.core.io import InputError, write_json, write_text
+from trlm.core.report import bootstrap_ci
 from trlm.rerank import alpaca as A
 from trlm.rerank.report import plot, render_report
 
@@ -211,7 +212,7 @@ def scorer_metrics(name: str, instructions: Sequence[A.Instruction], scores: Seq
                          "n_candidates": len(members), "n_instructions": len(f_ins)}
     fam_pa = [f["pair_agreement"] for f in families.values() if f["pair_agreement"] is not None]
 
-    lo, hi = A.bootstrap_ci(values)
+    lo, hi = bootstrap_ci(values)
     row = {
         "win_rate": float(values.mean()),
         "ci95": [lo, hi],

@@ -1,0 +1,27 @@
+"""Shared report helpers."""
+
+import numpy as np
+import pytest
+
+from trlm.core.report import bootstrap_ci, paired_diff_ci
+
+
+def test_bootstrap_ci_contains_mean_and_narrows():
+    rng = np.random.default_rng(1)
+    small, large = rng.random(30), rng.random(3000)
+    lo, hi = bootstrap_ci(small)
+    assert lo < small.mean() < hi
+    lo2, hi2 = bootstrap_ci(large)
+    assert lo2 < large.mean() < hi2
+    assert hi2 - lo2 < (hi - lo) / 3
+    assert bootstrap_ci([0.4] * 10) == pytest.approx((0.4, 0.4))
+
+
+def test_paired_diff_ci_is_the_mean_difference_and_rejects_unpaired_input():
+    a, b = [1, 1, 0, 1, 0, 1, 1, 1], [0, 1, 0, 0, 0, 1, 0, 0]  # a wins 4 of 8 items, never loses
+    d, lo, hi = paired_diff_ci(a, b)
+    assert d == pytest.approx(4 / 8)
+    assert 0.0 <= lo < d < hi <= 1.0  # no resample can put a below b
+    assert paired_diff_ci([1, 0], [1, 0]) == (0.0, 0.0, 0.0)  # identical items: no difference in any resample
+    with pytest.raises(ValueError, match="got 2 and 1"):
+        paired_diff_ci([1, 0], [1])
