@@ -113,6 +113,13 @@ def test_bm25_finds_the_lexical_match():
     assert len(hits[0]) == 3 and hits[0][0].score >= hits[0][1].score
 
 
+def test_bm25_index_does_not_emit_bm25s_debug_records(caplog):
+    # bm25s sets its logger to DEBUG, so its records reach any root handler (the CLI's prints them) whatever
+    # the root level; caplog's root handler sees exactly what such a handler would print.
+    BM25Index(CORPUS).search(["capital of France"], k=1)
+    assert not [r for r in caplog.records if r.name.startswith("bm25s") and r.levelno < 30]
+
+
 def test_dense_minilm_finds_the_semantic_match():
     hits = DenseIndex(CORPUS).search(["Which fruit contains a lot of potassium?"], k=2)[0]
     assert hits[0].id == "d2"
@@ -139,6 +146,21 @@ def test_rerank_hits_orders_by_score_and_keeps_first_stage_order_on_ties():
         rerank_hits(["q"], hits * 2, CORPUS, TableScorer(table))
 
 
+def test_rrf_fuse_sums_reciprocal_ranks_and_breaks_ties_by_first_stage_order():
+    from trlm.retrieve.search import rrf_fuse
+
+    first = [Ranked(i, 0.0, id=d) for i, d in enumerate(["a", "b", "c", "d"])]
+    reranked = [Ranked(i, 0.0, id=d) for i, d in enumerate(["d", "c", "a", "b"])]
+    out = rrf_fuse(first, reranked, k=1)
+    # a: 1/2 + 1/4 = .75, d: 1/5 + 1/2 = .70, b: 1/3 + 1/5 = .533, c: 1/4 + 1/3 = .583
+    assert [r.id for r in out] == ["a", "d", "c", "b"]
+    assert out[0].score == pytest.approx(0.75)
+    swapped = rrf_fuse(first[:2], [first[1], first[0]], k=60)  # equal sums: the first stage's order stands
+    assert [r.id for r in swapped] == ["a", "b"]
+    with pytest.raises(ValueError, match="same ids"):
+        rrf_fuse(first, reranked[:3])
+
+
 def test_retrieve_errors():
     idx = BM25Index(CORPUS)
     with pytest.raises(ValueError, match="query is empty"):
@@ -163,7 +185,7 @@ def test_bench_retrieve_shape(tmp_path):
 
     res = run_bench_retrieve(write_beir(tmp_path / "beir"), tmp_path / "out", k=3, scorers=["length"], chunk=1,
                              progress=False)
-    assert set(res) == {"bm25", "minilm", "bm25+length"}
+    assert set(res) == {"bm25", "minilm", "bm25+length", "bm25+length (rrf)"}
     for r in res.values():
         assert set(r) >= {"ndcg@10", "p@1", "r@10", "mrr@10", "n_queries"} and r["n_queries"] == 2
     assert res["bm25"]["p@1"] == 1.0  # both judged queries have their relevant passage lexically matched
@@ -177,7 +199,8 @@ def test_bench_retrieve_dense_first_stage_reranks_minilm_top_k(tmp_path):
 
     res = run_bench_retrieve(write_beir(tmp_path / "beir"), tmp_path / "out", first_stage="dense", k=3,
                              scorers=["length"], chunk=1, progress=False)
-    assert set(res) == {"minilm", "minilm+length"}  # the dense first stage is the minilm row; no duplicate
+    # the dense first stage is the minilm row (no duplicate); "(rrf)" fuses the re-ranking with it
+    assert set(res) == {"minilm", "minilm+length", "minilm+length (rrf)"}
     ranked = [json.loads(x) for x in (tmp_path / "out" / "runs" / "minilm+length.jsonl").read_text().splitlines()]
     first = [json.loads(x) for x in (tmp_path / "out" / "runs" / "minilm.jsonl").read_text().splitlines()]
     assert len(ranked) == len(first) == 2

@@ -7,7 +7,8 @@
 Only queries with at least one relevant judgment are evaluated (43 of 50 on the TREC-DL19 subset);
 ``--limit-queries N`` keeps the first N of them in queries.jsonl order. Writes ``DIR/results.json``
 (``{"<method>": {"ndcg@10", "p@1", "r@10", "mrr@10", "n_queries"}}``; methods ``bm25``, ``minilm`` and
-``bm25+<scorer>``, or with ``--first-stage dense`` ``minilm`` and ``minilm+<scorer>``), ``DIR/throughput.json``,
+``bm25+<scorer>``, or with ``--first-stage dense`` ``minilm`` and ``minilm+<scorer>``; ``<stage>+<scorer> (rrf)``
+is the re-ranking fused with the first stage by reciprocal rank, k = 60, nothing fitted), ``DIR/throughput.json``,
 ``DIR/report.md``, ``DIR/ndcg.png`` and the rankings under ``DIR/runs/<method>.jsonl``. Re-rankers advance
 together over chunks of 5 queries and results are rewritten after each chunk, so a run cut short compares every method on the queries it finished (``bm25 (first N)``).
 """
@@ -24,7 +25,7 @@ from trlm.core.io import write_json, write_text
 from trlm.retrieve.metrics import METRICS, evaluate
 from trlm.core.ranking import Ranked
 from trlm.retrieve.beir import load_beir, write_run
-from trlm.retrieve.search import FIRST_STAGES, build_index, rerank_hits
+from trlm.retrieve.search import FIRST_STAGES, build_index, rerank_hits, rrf_fuse
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def run_bench_retrieve(
             n_done, n_pass = len(ranked[name]), sum(len(h) for h in hits[: len(ranked[name])])
             speed[f"{stage}+{name}"] = asdict(Throughput(dt, n_done / dt, n_pass / dt, tok / dt, tok))
             record(f"{stage}+{name}", ranked[name])
+            record(f"{stage}+{name} (rrf)", [rrf_fuse(f, r) for f, r in zip(hits, ranked[name])])
         n_done = min(len(r) for r in ranked.values())
         for m in [m for m in results if m.startswith(f"{stage} (first ")]:
             del results[m]

@@ -45,6 +45,9 @@ class BM25Index:
     def __init__(self, corpus: dict[str, str]):
         import bm25s
 
+        # bm25s sets its own logger to DEBUG on import, so every index printed "Building index from IDs
+        # objects" through the CLI's WARNING-level handler; keep its messages at trlm's level.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         if not corpus:
             raise ValueError("cannot index an empty corpus")
         self.ids = list(corpus)
@@ -110,6 +113,23 @@ def rerank_hits(
     items = [(q, [corpus[h.id] for h in hs]) for q, hs in zip(queries, hits)]
     scores = scorer.score_many(items, progress=progress)
     return [rank_by_score(sc, ids=[h.id for h in hs]) for hs, sc in zip(hits, scores)]
+
+
+RRF_K = 60  # Cormack, Clarke & Büttcher (SIGIR 2009): the constant they fixed once for every collection
+
+
+def rrf_fuse(first: Sequence[Ranked], reranked: Sequence[Ranked], k: int = RRF_K) -> list[Ranked]:
+    """Reciprocal-rank fusion of a first-stage list and its re-ranking: ``1/(k + rank_1) + 1/(k + rank_2)``.
+
+    Both lists hold the same ids; ranks start at 1; the fused score is the RRF sum; ties keep the first-stage
+    order. No weight is fitted, so it can be reported on a test collection without tuning on it.
+    """
+    pos1 = {h.id: r for r, h in enumerate(first, 1)}
+    pos2 = {h.id: r for r, h in enumerate(reranked, 1)}
+    if pos1.keys() != pos2.keys():
+        raise ValueError("rrf_fuse: the two rankings must hold the same ids")
+    ids = [h.id for h in first]
+    return rank_by_score([1.0 / (k + pos1[i]) + 1.0 / (k + pos2[i]) for i in ids], ids=ids)
 
 
 def retrieve(
