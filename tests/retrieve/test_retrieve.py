@@ -8,7 +8,7 @@ import math
 import pytest
 
 from trlm.core.io import InputError
-from trlm.retrieve.metrics import evaluate
+from trlm.retrieve.metrics import evaluate, per_query_metrics
 from trlm.core.ranking import Ranked
 from trlm.retrieve import BM25Index, DenseIndex, load_beir, read_qrels, rerank_hits, retrieve
 from trlm.scoring import Scorer
@@ -46,6 +46,13 @@ def test_metrics_hand_computed():
     assert (r["p@1"], r["r@10"], r["mrr@10"], r["n_queries"]) == (1.0, 1.0, 1.0, 1)
     r2 = evaluate({"q": ["d2", "x", "d1"]}, qrels, min_rel=2)  # grade 1 no longer relevant
     assert (r2["p@1"], r2["r@10"], r2["mrr@10"]) == (0.0, 1.0, pytest.approx(1 / 3))
+
+
+def test_per_query_metrics_are_the_values_evaluate_averages():
+    qrels = {"a": {"d1": 1}, "b": {"d2": 1}}
+    per = per_query_metrics({"a": ["d1"], "b": ["x", "d2"]}, qrels)
+    assert per["a"]["mrr@10"] == 1.0 and per["b"]["mrr@10"] == 0.5
+    assert evaluate({"a": ["d1"], "b": ["x", "d2"]}, qrels)["mrr@10"] == pytest.approx(0.75)
 
 
 def test_metrics_average_over_queries_and_empty_ranking_counts_zero():
@@ -192,6 +199,24 @@ def test_bench_retrieve_shape(tmp_path):
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == res
     assert (tmp_path / "out" / "runs" / "bm25+length.jsonl").exists()
     assert "| bm25+length |" in (tmp_path / "out" / "report.md").read_text()
+    # paired.json: each re-ranked method against bm25 on the same 2 queries; its mean is the nDCG@10 gap
+    paired = {r["method"]: r for r in json.loads((tmp_path / "out" / "paired.json").read_text())}
+    assert set(paired) == {"bm25+length", "bm25+length (rrf)"}
+    for m, r in paired.items():
+        assert r["vs"] == "bm25" and r["n_queries"] == 2
+        assert r["ndcg@10_diff"] == pytest.approx(res[m]["ndcg@10"] - res["bm25"]["ndcg@10"])
+        assert r["ci95"][0] <= r["ndcg@10_diff"] <= r["ci95"][1]
+
+
+def test_paired_ndcg_compares_a_short_run_on_the_first_stage_prefix():
+    from trlm.retrieve.bench import paired_ndcg
+
+    per = {"bm25": [0.2, 0.4, 0.6], "bm25+x": [0.5, 0.4], "minilm": [1.0, 1.0, 1.0]}
+    rows = paired_ndcg(per, "bm25")
+    # only "bm25+..." methods; the 2-query run is paired with bm25's first 2 queries: mean of (+0.3, 0.0)
+    assert [r["method"] for r in rows] == ["bm25+x"]
+    assert rows[0]["ndcg@10_diff"] == pytest.approx(0.15) and rows[0]["n_queries"] == 2
+    assert paired_ndcg({"bm25+x": [0.5]}, "bm25") == []  # first stage not recorded yet
 
 
 def test_bench_retrieve_dense_first_stage_reranks_minilm_top_k(tmp_path):

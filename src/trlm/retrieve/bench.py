@@ -9,6 +9,7 @@ Only queries with at least one relevant judgment are evaluated (43 of 50 on the 
 (``{"<method>": {"ndcg@10", "p@1", "r@10", "mrr@10", "n_queries"}}``; methods ``bm25``, ``minilm`` and
 ``bm25+<scorer>``, or with ``--first-stage dense`` ``minilm`` and ``minilm+<scorer>``; ``<stage>+<scorer> (rrf)``
 is the re-ranking fused with the first stage by reciprocal rank, k = 60, nothing fitted), ``DIR/throughput.json``,
+``DIR/paired.json`` (each re-ranked method's nDCG@10 minus the first stage's, paired bootstrap 95 % CI),
 ``DIR/report.md``, ``DIR/ndcg.png`` and the rankings under ``DIR/runs/<method>.jsonl``. Re-rankers advance
 together over chunks of 5 queries and results are rewritten after each chunk, so a run cut short compares every method on the queries it finished (``bm25 (first N)``).
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from trlm.core.io import write_json, write_text
-from trlm.retrieve.metrics import METRICS, evaluate
+from trlm.retrieve.metrics import METRICS, per_query_metrics
 from trlm.core.ranking import Ranked
 from trlm.retrieve.beir import load_beir, write_run
 from trlm.retrieve.search import FIRST_STAGES, build_index, rerank_hits, rrf_fuse
@@ -86,6 +87,7 @@ def run_bench_retrieve(
         raise ValueError(f"{data}: no query has a relevant judgment")
     texts = [ds.queries[q] for q in qids]
     results: dict[str, dict] = {}
+    per_query: dict[str, list[float]] = {}  # method -> nDCG@10 per query, in qids order
     speed: dict[str, dict] = {}
     config = {"data": str(data), "first_stage": first_stage, "k": k, "scorers": list(scorers),
               "n_queries": len(qids), "max_doc_tokens": max_doc_tokens, "corpus_size": len(ds.corpus),
@@ -93,11 +95,13 @@ def run_bench_retrieve(
 
     def record(method: str, ranked: list[list[Ranked]], save_run: bool = True) -> None:
         done = qids[: len(ranked)]
-        results[method] = evaluate({q: [r.id for r in rs] for q, rs in zip(done, ranked)}, ds.qrels,
-                                   min_rel=min_rel)
+        per = per_query_metrics({q: [r.id for r in rs] for q, rs in zip(done, ranked)}, ds.qrels, min_rel=min_rel)
+        results[method] = {**{m: sum(v[m] for v in per.values()) / len(per) for m in METRICS},
+                           "n_queries": len(per)}
         if save_run:
             write_run(out / "runs" / f"{method}.jsonl", done, ranked)
-        _write(out, results, speed, config)
+            per_query[method] = [per[q]["ndcg@10"] for q in done]
+        _write(out, results, speed, config, paired_ndcg(per_query, stage))
 
     stage = "minilm" if first_stage == "dense" else first_stage  # method names: minilm, minilm+trlm-ba, ...
     t0 = time.perf_counter()
@@ -127,7 +131,7 @@ def run_bench_retrieve(
             del results[m]
         if n_done < len(qids):
             record(f"{stage} (first {n_done})", hits[:n_done], save_run=False)
-        _write(out, results, speed, config)
+        _write(out, results, speed, config, paired_ndcg(per_query, stage))
         log.info("%d/%d queries re-ranked: %s", n_done, len(qids),
                  {m: round(r["ndcg@10"], 3) for m, r in results.items()})
     if dense and first_stage != "dense":
@@ -137,14 +141,30 @@ def run_bench_retrieve(
     return results
 
 
-def _write(out: Path, results: dict, speed: dict, config: dict) -> None:
+def paired_ndcg(per_query: dict[str, list[float]], stage: str) -> list[dict]:
+    """Each re-ranked method's nDCG@10 minus the first stage's on the same queries (a run cut short: its first
+    queries), mean and paired bootstrap 95 % CI; ``[]`` until the first stage has been recorded."""
+    from trlm.core.report import paired_diff_ci
+
+    if stage not in per_query:
+        return []
+    rows = []
+    for m, v in per_query.items():
+        if m.startswith(f"{stage}+") and v:
+            d, lo, hi = paired_diff_ci(v, per_query[stage][: len(v)])
+            rows.append({"method": m, "vs": stage, "ndcg@10_diff": d, "ci95": [lo, hi], "n_queries": len(v)})
+    return rows
+
+
+def _write(out: Path, results: dict, speed: dict, config: dict, paired: Sequence[dict] = ()) -> None:
     write_json(out / "results.json", results)
     write_json(out / "throughput.json", {"config": config, "throughput": speed})
-    write_text(out / "report.md", _report(results, speed, config))
+    write_json(out / "paired.json", list(paired))
+    write_text(out / "report.md", _report(results, speed, config, paired))
     _plot(out / "ndcg.png", results)
 
 
-def _report(results: dict, speed: dict, config: dict) -> str:
+def _report(results: dict, speed: dict, config: dict, paired: Sequence[dict] = ()) -> str:
     lines = [
         "# Retrieval benchmark", "",
         f"Data `{config['data']}` ({config['corpus_size']} passages), {config['n_queries']} judged queries; "
@@ -157,6 +177,11 @@ def _report(results: dict, speed: dict, config: dict) -> str:
     ]
     for m, r in results.items():
         lines.append(f"| {m} | " + " | ".join(f"{r[k]:.3f}" for k in METRICS) + f" | {r['n_queries']} |")
+    if paired:
+        lines += ["", f"nDCG@10 minus `{paired[0]['vs']}` on the same queries (paired bootstrap 95 % CI):", "",
+                  "| method | difference | 95 % CI | queries |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['method']} | {r['ndcg@10_diff']:+.3f} | {r['ci95'][0]:+.3f} to {r['ci95'][1]:+.3f} "
+                  f"| {r['n_queries']} |" for r in paired]
     rer = {m: s for m, s in speed.items() if "queries_per_s" in s}
     if rer:
         lines += ["", "Re-ranking throughput (this machine):", "",

@@ -35,6 +35,20 @@ def evaluate(
     min_rel: int = 1,
 ) -> dict[str, float]:
     """Mean of each metric in :data:`METRICS` over the queries in ``rankings``; adds ``n_queries``.
+    Arguments as in :func:`per_query_metrics`."""
+    per_query = per_query_metrics(rankings, qrels, min_rel)
+    n = len(per_query)
+    out = {m: sum(v[m] for v in per_query.values()) / n for m in METRICS}
+    out["n_queries"] = n
+    return out
+
+
+def per_query_metrics(
+    rankings: Mapping[str, Sequence[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    min_rel: int = 1,
+) -> dict[str, dict[str, float]]:
+    """qid -> {metric: value} for every metric in :data:`METRICS` and every query in ``rankings``.
 
     Args:
         rankings: qid -> doc ids best-first.
@@ -62,7 +76,4 @@ def evaluate(
         for key, measure in by_name.items():  # one call per measure: pytrec_eval mixes up nDCG gain variants
             for metric in ir_measures.iter_calc([measure], qrels_in, run):
                 per_query[metric.query_id][key] = float(metric.value)
-    n = len(per_query)
-    out = {m: sum(v[m] for v in per_query.values()) / n for m in METRICS}
-    out["n_queries"] = n
-    return out
+    return per_query
