@@ -182,6 +182,19 @@ def test_bench_cite_wice_shape(tmp_path):
     assert [r["label"] for r in per["bm25"]] == ["supported", "partially_supported"]
     assert np.mean([r["top1"] for r in per["linear/length"]]) == res["linear/length"]["top1"]
     assert "| linear/length | bm25 |" in (tmp_path / "out" / "report.md").read_text()
+    speed = json.loads((tmp_path / "out" / "throughput.json").read_text())["throughput"]
+    n_sent = sum(len(x["evidence"]) for x in map(json.loads, p.read_text().splitlines()))
+    assert speed["linear/length"]["calls"] == n_sent  # linear search scores every sentence once
+
+
+def test_bench_cite_resumed_from_cache_counts_no_scorer_calls(tmp_path):
+    p = _wice(tmp_path, [_row(key=1, sets=((1,),))])
+    run_bench_cite(p, tmp_path / "out", scorers=["length"])
+    res = run_bench_cite(p, tmp_path / "out", scorers=["length"])  # every score now comes from the run's cache
+    speed = json.loads((tmp_path / "out" / "throughput.json").read_text())["throughput"]
+    assert speed["linear/length"]["calls"] == 0 and speed["linear/length"]["calls_per_s"] == 0.0
+    assert "| cached |" in (tmp_path / "out" / "report.md").read_text()
+    assert res["linear/length"]["n_claims"] == 1
 
 
 def test_paired_top1_subtracts_the_baseline_on_the_claims_both_have():

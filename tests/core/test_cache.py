@@ -66,4 +66,5 @@ def test_cached_scorer_scores_each_item_once(tmp_path):
     assert sc.score("q", ["ab", "abc"]) == [2.0, 3.0]
     assert sc.score_many([("q", ["ab", "abc"]), ("r", ["x"])]) == [[2.0, 3.0], [1.0]]
     assert inner.seen == 2  # ("q", ...) came from the cache the second time
+    assert sc.computed == 3  # responses the inner scorer scored: "ab", "abc", then only "x"
     assert json.loads((tmp_path / "s.jsonl").read_text().splitlines()[1])["key"] == cache_key("q", ["ab", "abc"])

@@ -171,23 +171,23 @@ def _run_wice(data, out, scorers, searches, limit, max_source_sentences, pick, c
         part = claims[s:s + chunk]
         for key, (search, sc) in methods.items():
             per, cost = state[key]
+            computed0 = 0 if search == "baseline" else sc.computed
             t0 = time.perf_counter()
             if search == "baseline":
                 ranks = [sc(c.claim, c.sentences) for c in part]
             elif search == "linear":
                 ranks = [[x.index for x in r] for r in linear_search_many([(c.claim, c.sentences) for c in part], sc)]
-                cost[1] += sum(len(c.sentences) for c in part)
             elif search == "binary":
                 ranks = []
                 for c in part:
                     span = binary_search(c.claim, c.sentences, sc)
                     s3, e3 = span.within(3)
                     ranks.append([span.start] + [i for i in range(s3, e3) if i != span.start])
-                    cost[1] += span.calls
             else:
                 ranks = [[x.index for x in exclusion_search(c.claim, c.sentences, sc, pick=pick)] for c in part]
-                cost[1] += sum(len(c.sentences) for c in part)
             cost[0] += time.perf_counter() - t0
+            if search != "baseline":  # responses actually scored: a resumed run's cached scores cost nothing
+                cost[1] += sc.computed - computed0
             per += [(c.label, *claim_metrics(r, c.gold)) for c, r in zip(part, ranks)]
             save(key, per, *cost)
             bar.update(len(part))
@@ -226,7 +226,7 @@ def _report(results: dict, speed: dict, config: dict, paired: Sequence[dict] = (
         s, p, sp = r["supported"], r["partially_supported"], speed.get(k, {})
         lines.append(f"| {k} | {f(r['top1'])} | {f(r['recall@3'])} | {r['n_claims']} | {f(s['top1'])} "
                      f"({s['n_claims']}) | {f(p['top1'])} ({p['n_claims']}) | {f(s['recall@3'])} | "
-                     f"{f(p['recall@3'])} | {sp.get('seconds', 0):.0f} | {sp.get('calls_per_s', 0):.2f} |")
+                     f"{f(p['recall@3'])} | {sp.get('seconds', 0):.0f} | {_rate(k, sp)} |")
     if paired:
         lines += ["", "Top-1 differences on the same claims (paired bootstrap 95 % CI; `per_claim.json` has every "
                   "claim's metrics):", "", "| method | minus | top1 difference | 95 % CI | claims |",
@@ -234,6 +234,13 @@ def _report(results: dict, speed: dict, config: dict, paired: Sequence[dict] = (
         lines += [f"| {r['method']} | {r['baseline']} | {r['diff']:+.3f} | {r['ci95'][0]:+.3f} to "
                   f"{r['ci95'][1]:+.3f} | {r['n_claims']} |" for r in paired]
     return "\n".join(lines) + "\n"
+
+
+def _rate(method: str, speed: dict) -> str:
+    """Scorer calls per second; "cached" for a scorer whose scores all came from the run folder's cache."""
+    if "/" not in method:
+        return "–"
+    return f"{speed['calls_per_s']:.2f}" if speed.get("calls") else "cached"
 
 
 def split_cnndm(text: str) -> list[str]:

@@ -115,16 +115,22 @@ class CachedScorer:
     """Any scorer behind a :class:`ResultCache`: each (query, responses) item is scored once, ever.
 
     The cache's config should name the scorer and everything its scores depend on (model, prompts, cut).
+    ``computed`` counts the responses the wrapped scorer actually scored (cache misses), for honest throughput.
     """
 
     def __init__(self, scorer, cache: ResultCache, chunk: int = 8):
         self.scorer, self.cache, self.chunk = scorer, cache, chunk
         self.name = scorer.name
+        self.computed = 0
+
+    def _compute(self, items: list[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        self.computed += sum(len(rs) for _, rs in items)
+        return self.scorer.score_many(items)
 
     def score(self, query: str, responses: Sequence[str]) -> list[float]:
         return self.score_many([(query, responses)])[0]
 
     def score_many(self, items: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[float]]:
         keys = [cache_key(q, list(rs)) for q, rs in items]
-        return self.cache.map(keys, list(items), self.scorer.score_many, chunk=self.chunk,
+        return self.cache.map(keys, list(items), self._compute, chunk=self.chunk,
                               desc=f"scoring {self.name}", progress=progress)
