@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from trlm.core.io import write_json, write_text
-from trlm.retrieve.metrics import METRICS, per_query_metrics
+from trlm.retrieve.metrics import METRICS, mean_metrics, per_query_metrics
 from trlm.core.ranking import Ranked
 from trlm.retrieve.beir import load_beir, write_run
 from trlm.retrieve.search import FIRST_STAGES, build_index, rerank_hits, rrf_fuse
@@ -96,8 +96,7 @@ def run_bench_retrieve(
     def record(method: str, ranked: list[list[Ranked]], save_run: bool = True) -> None:
         done = qids[: len(ranked)]
         per = per_query_metrics({q: [r.id for r in rs] for q, rs in zip(done, ranked)}, ds.qrels, min_rel=min_rel)
-        results[method] = {**{m: sum(v[m] for v in per.values()) / len(per) for m in METRICS},
-                           "n_queries": len(per)}
+        results[method] = mean_metrics(per)
         if save_run:
             write_run(out / "runs" / f"{method}.jsonl", done, ranked)
             per_query[method] = [per[q]["ndcg@10"] for q in done]

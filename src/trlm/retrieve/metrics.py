@@ -36,7 +36,11 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean of each metric in :data:`METRICS` over the queries in ``rankings``; adds ``n_queries``.
     Arguments as in :func:`per_query_metrics`."""
-    per_query = per_query_metrics(rankings, qrels, min_rel)
+    return mean_metrics(per_query_metrics(rankings, qrels, min_rel))
+
+
+def mean_metrics(per_query: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Mean of each metric over the queries of a :func:`per_query_metrics` result, plus ``n_queries``."""
     n = len(per_query)
     out = {m: sum(v[m] for v in per_query.values()) / n for m in METRICS}
     out["n_queries"] = n
