@@ -168,6 +168,16 @@ def test_load_wice_skips_not_supported_and_checks_indices(tmp_path):
         load_wice(_wice(tmp_path, [{"label": "supported", "claim": "x", "supporting_sentences": []}]))
 
 
+def test_load_wice_skip_counts_only_qualifying_claims(tmp_path):
+    # skip=1 drops the first supported claim; the not_supported row between is not counted as skipped
+    p = _wice(tmp_path, [_row(claim="a"), _row("not_supported", ()), _row("partially_supported", claim="b"),
+                         _row(claim="c")])
+    assert [c.claim for c in load_wice(p, skip=1)] == ["b", "c"]
+    assert [c.claim for c in load_wice(p, limit=1, skip=2)] == ["c"]
+    with pytest.raises(InputError, match="no supported or partially_supported claims selected"):
+        load_wice(p, skip=3)
+
+
 def test_bench_cite_wice_shape(tmp_path):
     p = _wice(tmp_path, [_row(key=1, sets=((1,),)), _row("partially_supported", key=2, sets=((2,), (0, 3)))])
     res = run_bench_cite(p, tmp_path / "out", scorers=["length"], searches=["linear", "binary"])

@@ -46,8 +46,10 @@ class Claim:
     label: str
 
 
-def load_wice(path: str | Path, limit: int | None = None, max_source_sentences: int | None = None) -> list[Claim]:
-    """Supported and partially supported WiCE claims, in file order (the first ``limit`` that qualify)."""
+def load_wice(path: str | Path, limit: int | None = None, max_source_sentences: int | None = None,
+              skip: int = 0) -> list[Claim]:
+    """Supported and partially supported WiCE claims, in file order: ``limit`` of those that qualify, after the
+    first ``skip`` (a long run split into shards, or finished after its cache was lost)."""
     rows = read_jsonl(require_path(path, "WiCE file"),
                       {"claim": str, "evidence": list, "supporting_sentences": list, "label": str})
     out = []
@@ -61,6 +63,9 @@ def load_wice(path: str | Path, limit: int | None = None, max_source_sentences: 
         if any(i < 0 or i >= len(sents) for g in gold for i in g):
             raise InputError(f"{path}: row {n}: a supporting sentence index is outside evidence[0:{len(sents)}]")
         if max_source_sentences and len(sents) > max_source_sentences:
+            continue
+        if skip > 0:
+            skip -= 1
             continue
         out.append(Claim(r["claim"], sents, gold, r["label"]))
         if limit and len(out) >= limit:
@@ -114,15 +119,18 @@ def run_bench_cite(
     max_source_sentences: int | None = None,
     pick: str = "lowest",
     chunk: int = 5,
+    skip: int = 0,
 ) -> dict[str, dict]:
     """WiCE when ``data`` is a JSONL file, CNN/DM when it is a folder; writes results and returns them."""
     bad = [s for s in searches if s not in SEARCHES]
     if bad:
         raise ValueError(f"unknown search {bad}; choose from {', '.join(SEARCHES)}")
+    if skip < 0:
+        raise ValueError(f"skip (--skip) must be >= 0, got {skip}")
     data = require_path(data, "citation data")
     if data.is_dir():
-        return _run_cnndm(data, Path(out), scorers, limit)
-    return _run_wice(data, Path(out), scorers, searches, limit, max_source_sentences, pick, chunk)
+        return _run_cnndm(data, Path(out), scorers, limit, skip)
+    return _run_wice(data, Path(out), scorers, searches, limit, max_source_sentences, pick, chunk, skip)
 
 
 def _cached_scorer(name: str, out: Path, max_tokens: int):
@@ -138,11 +146,11 @@ def _cached_scorer(name: str, out: Path, max_tokens: int):
                         ResultCache(out / f"scores_{name}_{max_tokens}.jsonl", config))
 
 
-def _run_wice(data, out, scorers, searches, limit, max_source_sentences, pick, chunk) -> dict[str, dict]:
+def _run_wice(data, out, scorers, searches, limit, max_source_sentences, pick, chunk, skip) -> dict[str, dict]:
     from tqdm.auto import tqdm
 
-    claims = load_wice(data, limit, max_source_sentences)
-    config = {"data": str(data), "n_claims": len(claims), "limit": limit, "pick": pick,
+    claims = load_wice(data, limit, max_source_sentences, skip)
+    config = {"data": str(data), "n_claims": len(claims), "skip": skip, "limit": limit, "pick": pick,
               "max_source_sentences": max_source_sentences, "sentences": sum(len(c.sentences) for c in claims)}
     results: dict[str, dict] = {}
     speed: dict[str, dict] = {}
@@ -215,7 +223,8 @@ def paired_top1(per_claim: dict[str, list[tuple[str, float, float]]],
 def _report(results: dict, speed: dict, config: dict, paired: Sequence[dict] = ()) -> str:
     lines = ["# Citation benchmark (WiCE)", "",
              f"Data `{config['data']}`: {config['n_claims']} supported / partially supported claims "
-             f"({config['sentences']} source sentences"
+             + (f"(after the first {config['skip']}) " if config.get("skip") else "")
+             + f"({config['sentences']} source sentences"
              + (f"; sources of at most {config['max_source_sentences']} sentences" if config["max_source_sentences"]
                 else "") + f"). Exclusion search picks the `{config['pick']}` score after removal.", "",
              "| method | top1 | recall@3 | claims | top1 supported | top1 partial | r@3 supported | r@3 partial "
@@ -250,7 +259,7 @@ def split_cnndm(text: str) -> list[str]:
     return [p.strip() for p in parts if re.search(r"\w", p)]
 
 
-def _run_cnndm(data: Path, out: Path, scorers: Sequence[str], limit: int | None) -> dict[str, dict]:
+def _run_cnndm(data: Path, out: Path, scorers: Sequence[str], limit: int | None, skip: int) -> dict[str, dict]:
     from rouge_score import rouge_scorer
     from tqdm.auto import tqdm
 
@@ -260,10 +269,12 @@ def _run_cnndm(data: Path, out: Path, scorers: Sequence[str], limit: int | None)
     highs = require_path(data / "ref_highlights.txt", "ref_highlights.txt").read_text(encoding="utf-8").splitlines()
     if len(arts) != len(highs):
         raise InputError(f"{data}: {len(arts)} articles but {len(highs)} highlight lines; they must align")
-    docs = [(split_cnndm(a), split_cnndm(h)) for a, h in list(zip(arts, highs))[:limit]]
+    docs = [(split_cnndm(a), split_cnndm(h)) for a, h in list(zip(arts, highs))[skip:][:limit]]
+    if not docs:
+        raise InputError(f"{data}: no articles after skipping {skip} of {len(arts)}")
     pairs = [(h, sents) for sents, hs in docs for h in hs]
     rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    config = {"data": str(data), "n_articles": len(docs), "n_highlights": len(pairs)}
+    config = {"data": str(data), "skip": skip, "n_articles": len(docs), "n_highlights": len(pairs)}
     results: dict[str, dict] = {}
     speed: dict[str, float] = {}
 

@@ -48,6 +48,7 @@ def bench_cite_cmd(
     scorers: str = typer.Option("trlm-fo,forward-mean", help="Comma-separated scorers."),
     searches: str = typer.Option("linear", help="Comma-separated: linear, binary, exclusion."),
     limit: Optional[int] = typer.Option(None, help="First N claims (WiCE) or articles (CNN/DM)."),
+    skip: int = typer.Option(0, help="Start after the first N claims / articles (to shard a long run)."),
     max_source_sentences: Optional[int] = typer.Option(None, help="Skip sources longer than this (cost cap)."),
     pick: str = typer.Option("lowest", help="Exclusion search direction: lowest or highest."),
 ):
@@ -59,5 +60,5 @@ def bench_cite_cmd(
     check_choice(pick, ("lowest", "highest"), "--pick")
     run_bench_cite(data or default_data_dir().joinpath("wice", "entailment_retrieval_claim", "dev.jsonl"), out,
                    scorers=parse_names(scorers, SCORERS, "--scorers") if scorers else [], searches=search_list, limit=limit,
-                   max_source_sentences=max_source_sentences, pick=pick)
+                   max_source_sentences=max_source_sentences, pick=pick, skip=skip)
     typer.echo((out / "report.md").read_text())
