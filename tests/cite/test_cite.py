@@ -253,3 +253,17 @@ def test_trlm_fo_cites_the_supporting_sentence(smol):
     span = binary_search(claim, sents, sc)
     assert (span.start, span.end) == (2, 3)
     assert exclusion_search(claim, sents, sc)[0].index == 2
+
+
+def test_bench_cite_cnndm_skip_selects_later_articles(tmp_path):
+    # article 2 has two highlight sentences, articles 1 and 3 one each: skip=1, limit=1 must cite exactly those two
+    d = tmp_path / "cnndm"
+    d.mkdir()
+    (d / "src_articles.txt").write_text("<t> a cat sat . a dog ran . </t>\n<t> rain fell . sun rose . </t>\n"
+                                        "<t> fish swam . birds flew . </t>\n")
+    (d / "ref_highlights.txt").write_text("<t> a cat sat . </t>\n<t> rain fell . the sun rose . </t>\n"
+                                          "<t> fish swam . </t>\n")
+    res = run_bench_cite(d, tmp_path / "out", scorers=[], skip=1, limit=1)
+    assert (res["bm25"]["n_articles"], res["bm25"]["n_highlights"]) == (1, 2)
+    with pytest.raises(InputError, match="no articles after skipping 3 of 3"):
+        run_bench_cite(d, tmp_path / "out2", scorers=[], skip=3)
