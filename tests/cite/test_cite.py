@@ -256,7 +256,7 @@ def test_trlm_fo_cites_the_supporting_sentence(smol):
 
 
 def test_bench_cite_cnndm_skip_selects_later_articles(tmp_path):
-    # article 2 has two highlight sentences, articles 1 and 3 one each: skip=1, limit=1 must cite exactly those two
+    # article 2 has two highlight sentences, articles 1 and 3 one each: skip=1, limit=1 must select article 2 alone (1 article, 2 highlights)
     d = tmp_path / "cnndm"
     d.mkdir()
     (d / "src_articles.txt").write_text("<t> a cat sat . a dog ran . </t>\n<t> rain fell . sun rose . </t>\n"
