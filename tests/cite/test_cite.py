@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from trlm.cite.bench import claim_metrics, load_wice, paired_top1, run_bench_cite, split_cnndm
+from trlm.cite.bench import claim_metrics, load_wice, paired_cnndm, paired_top1, run_bench_cite, split_cnndm
 from trlm.cite.search import JOINER, binary_search, cite_file, exclusion_search, join_span, linear_search
 from trlm.core.io import InputError
 from trlm.scoring import Scorer
@@ -234,6 +234,20 @@ def test_cite_file_roundtrip_and_errors(tmp_path):
         cite_file(src, tmp_path / "out.jsonl", KeyScorer(), search="ternary")
 
 
+def test_paired_cnndm_differences_and_bootstrap_ci_against_each_baseline():
+    # hand-set per-highlight values: linear/x beats bm25 by exactly 10 cosine on every highlight (CI collapses to
+    # the point) and forward-mean by 20 ROUGE-L; baselines are not compared with each other
+    per = {"bm25": {"minilm_cos": [50.0, 60.0, 70.0], "rouge_l": [30.0, 30.0, 30.0]},
+           "linear/forward-mean": {"minilm_cos": [40.0, 40.0, 40.0], "rouge_l": [10.0, 20.0, 30.0]},
+           "linear/x": {"minilm_cos": [60.0, 70.0, 80.0], "rouge_l": [30.0, 40.0, 50.0]}}
+    rows = {(r["method"], r["baseline"]): r for r in paired_cnndm(per)}
+    assert set(rows) == {("linear/x", "linear/forward-mean"), ("linear/x", "bm25"), ("linear/forward-mean", "bm25")}
+    assert rows[("linear/x", "bm25")]["minilm_cos"] == pytest.approx([10.0, 10.0, 10.0])
+    assert rows[("linear/x", "linear/forward-mean")]["rouge_l"] == pytest.approx([20.0, 20.0, 20.0])
+    d, lo, hi = rows[("linear/x", "linear/forward-mean")]["minilm_cos"]
+    assert d == pytest.approx(30.0) and lo <= d <= hi
+
+
 def test_split_cnndm():
     assert split_cnndm("<t> a cat sat . it purred ! </t>") == ["a cat sat .", "it purred !"]
     assert split_cnndm("<t> first one .second one .third . </t>") == ["first one .", "second one .", "third ."]
@@ -256,7 +270,8 @@ def test_trlm_fo_cites_the_supporting_sentence(smol):
 
 
 def test_bench_cite_cnndm_skip_selects_later_articles(tmp_path):
-    # article 2 has two highlight sentences, articles 1 and 3 one each: skip=1, limit=1 must select article 2 alone (1 article, 2 highlights)
+    # article 2 has two highlight sentences, articles 1 and 3 one each: skip=1, limit=1 must select article 2
+    # alone (1 article, 2 highlights), and its per-highlight file and report say so
     d = tmp_path / "cnndm"
     d.mkdir()
     (d / "src_articles.txt").write_text("<t> a cat sat . a dog ran . </t>\n<t> rain fell . sun rose . </t>\n"
@@ -265,5 +280,9 @@ def test_bench_cite_cnndm_skip_selects_later_articles(tmp_path):
                                           "<t> fish swam . </t>\n")
     res = run_bench_cite(d, tmp_path / "out", scorers=[], skip=1, limit=1)
     assert (res["bm25"]["n_articles"], res["bm25"]["n_highlights"]) == (1, 2)
+    per = json.loads((tmp_path / "out" / "per_highlight.json").read_text())
+    assert per["highlights"] == ["rain fell .", "the sun rose ."]
+    assert per["methods"]["bm25"]["pick"] == [0, 1]  # each highlight cites its matching article sentence
+    assert "(after the first 1)" in (tmp_path / "out" / "report.md").read_text()
     with pytest.raises(InputError, match="no articles after skipping 3 of 3"):
         run_bench_cite(d, tmp_path / "out2", scorers=[], skip=3)
