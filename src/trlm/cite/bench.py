@@ -314,7 +314,8 @@ def _cnndm_report(config: dict, results: dict, speed: dict, paired: Sequence[dic
              f"`{config['data']}`: {config['n_articles']} articles"
              + (f" (after the first {config['skip']})" if config["skip"] else "")
              + f", {config['n_highlights']} highlight sentences. Each highlight sentence is cited by linear search; "
-             "columns are the mean similarity (x100) of highlight and citation. `minilm` picks by that cosine (its upper bound).", "",
+             "columns are the mean similarity (x100) of highlight and citation. `minilm` picks by that cosine "
+             "(its upper bound).", "",
              "| method | MiniLM cosine | ROUGE-L F1 | highlights | seconds |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {k} | {r['minilm_cos']:.1f} | {r['rouge_l']:.1f} | {r['n_highlights']} | {speed[k]:.0f} |"
               for k, r in results.items()]
