@@ -120,6 +120,34 @@ def test_bm25_finds_the_lexical_match():
     assert len(hits[0]) == 3 and hits[0][0].score >= hits[0][1].score
 
 
+def test_bm25_ties_keep_corpus_order_and_a_smaller_k_is_a_prefix_of_a_larger_one():
+    # five identical passages tie exactly; bm25s's own retrieve orders such ties by numpy's partition and sort
+    # (it changed the top 10 with k on TREC-DL19). Ours: corpus order, and the top 2 of k=5 are the k=2 result.
+    corpus = {f"t{i}": "the potassium content of bananas" for i in (4, 0, 3, 1, 2)} | {"x": "a different text"}
+    idx = BM25Index(corpus)
+    k5, k2 = idx.search(["potassium bananas"], 5)[0], idx.search(["potassium bananas"], 2)[0]
+    assert [h.id for h in k5] == ["t4", "t0", "t3", "t1", "t2"]
+    assert [h.id for h in k2] == ["t4", "t0"] and len({h.score for h in k5}) == 1 and k5[0].score > 0
+
+
+def test_bm25_scores_equal_bm25s_retrieve_scores():
+    # our search takes bm25s's per-document scores itself; they must be the scores bm25s's retrieve reports
+    import bm25s
+
+    idx = BM25Index(CORPUS)
+    q = "capital of France python"
+    ours = {h.id: h.score for h in idx.search([q], len(CORPUS))[0]}
+    docs, scores = idx.retriever.retrieve(bm25s.tokenize([q], stopwords="en", show_progress=False), k=len(CORPUS),
+                                          show_progress=False)
+    theirs = {idx.ids[int(d)]: float(s) for d, s in zip(docs[0], scores[0])}
+    assert ours == pytest.approx(theirs) and max(ours.values()) > 0
+
+
+def test_bm25_query_of_only_stop_words_scores_every_passage_zero_in_corpus_order():
+    hits = BM25Index(CORPUS).search(["of the"], 3)[0]
+    assert [h.id for h in hits] == list(CORPUS)[:3] and all(h.score == 0.0 for h in hits)
+
+
 def test_bm25_index_does_not_emit_bm25s_debug_records(caplog):
     # bm25s sets its logger to DEBUG, so its records reach any root handler (the CLI's prints them) whatever
     # the root level; caplog's root handler sees exactly what such a handler would print.

@@ -96,9 +96,8 @@ def _summary(per_claim: list[tuple[str, float, float]]) -> dict:
 def _bm25_rank(query: str, sentences: Sequence[str]) -> list[int]:
     from trlm.retrieve.search import BM25Index
 
-    hits = BM25Index({str(i): s for i, s in enumerate(sentences)}).search([query], len(sentences))[0]
-    ranked = [int(h.id) for h in hits]
-    return ranked + [i for i in range(len(sentences)) if i not in set(ranked)]
+    # every sentence, best first; ties (often several at score 0) in source order
+    return [h.index for h in BM25Index({str(i): s for i, s in enumerate(sentences)}).search([query], len(sentences))[0]]
 
 
 def _minilm_rank(query: str, sentences: Sequence[str]) -> tuple[list[int], np.ndarray]:

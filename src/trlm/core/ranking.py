@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Ranked:
@@ -31,3 +33,15 @@ def rank_by_score(scores: Sequence[float], texts: Sequence[str] | None = None, i
     order = sorted(range(len(scores)), key=lambda i: (sign * scores[i], i))
     return [Ranked(i, float(scores[i]), texts[i] if texts is not None else "", ids[i] if ids is not None else None)
             for i in order]
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest of a 1-D score array, best first; ties in index order, so the result does not
+    depend on ``k`` (the first 10 of the top 30 are the top 10) nor on numpy's sort or a search library's backend.
+    Linear in ``len(scores)`` plus a sort of the candidates."""
+    n = len(scores)
+    k = min(k, n)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    cand = np.arange(n) if k == n else np.flatnonzero(scores >= np.partition(scores, n - k)[n - k])  # + kth's ties
+    return cand[np.lexsort((cand, -scores[cand]))][:k]  # lexsort: last key first — score down, then index up

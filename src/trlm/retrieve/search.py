@@ -28,7 +28,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from trlm.core.ranking import Ranked, rank_by_score
+from trlm.core.ranking import Ranked, rank_by_score, top_k
 from trlm.scoring import Scorer
 
 log = logging.getLogger(__name__)
@@ -56,12 +56,16 @@ class BM25Index:
                              show_progress=False)
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Ranked]]:
+        """Each query's ``k`` best documents; ties in corpus order. (``bm25s``'s own ``retrieve`` orders ties by
+        numpy's partition and sort, so its top 10 could change with ``k``, the numpy build or whether jax is
+        installed.)"""
         import bm25s
 
-        k = min(k, len(self.ids))
-        toks = bm25s.tokenize(list(queries), stopwords="en", show_progress=False)
-        docs, scores = self.retriever.retrieve(toks, k=k, show_progress=False, n_threads=1)  # (Q, k) each
-        return [[Ranked(int(d), float(s), id=self.ids[int(d)]) for d, s in zip(dr, sr)] for dr, sr in zip(docs, scores)]
+        out = []
+        for toks in bm25s.tokenize(list(queries), stopwords="en", return_ids=False, show_progress=False):
+            scores = self.retriever.get_scores(toks) if toks else np.zeros(len(self.ids))  # (N,); [] = only stop words
+            out.append([Ranked(int(j), float(scores[j]), id=self.ids[int(j)]) for j in top_k(scores, k)])
+        return out
 
 
 class DenseIndex:
@@ -79,12 +83,7 @@ class DenseIndex:
         from trlm.core.embed import embed
 
         sims = embed(list(queries)) @ self.emb.T  # (Q, N)
-        k = min(k, len(self.ids))
-        out = []
-        for row in sims:
-            top = np.argsort(-row, kind="stable")[:k]
-            out.append([Ranked(int(j), float(row[j]), id=self.ids[int(j)]) for j in top])
-        return out
+        return [[Ranked(int(j), float(row[j]), id=self.ids[int(j)]) for j in top_k(row, k)] for row in sims]
 
 
 def build_index(first_stage: str, corpus: dict[str, str], progress: bool = False) -> BM25Index | DenseIndex:
