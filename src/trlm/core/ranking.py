@@ -29,10 +29,10 @@ def rank_by_score(scores: Sequence[float], texts: Sequence[str] | None = None, i
     for name, seq in (("texts", texts), ("ids", ids)):
         if seq is not None and len(seq) != len(scores):
             raise ValueError(f"{len(scores)} scores but {len(seq)} {name}")
-    sign = -1.0 if descending else 1.0
-    order = sorted(range(len(scores)), key=lambda i: (sign * scores[i], i))
+    arr = np.asarray(scores, dtype=float).reshape(-1)
+    order = top_k(arr if descending else -arr, len(arr))  # one tie rule for every ranking: input order
     return [Ranked(i, float(scores[i]), texts[i] if texts is not None else "", ids[i] if ids is not None else None)
-            for i in order]
+            for i in order.tolist()]
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
