@@ -62,7 +62,8 @@ class _Group(TyperGroup):
 
 app = typer.Typer(name="trlm", cls=_Group, help="Time-reversed language models: scoring, generation, re-ranking and benchmarks.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-bench = typer.Typer(help="Benchmarks: each writes DIR/results.json and DIR/report.md.", no_args_is_help=True)
+bench = typer.Typer(help="Benchmarks: each writes DIR/results.json, DIR/report.md and DIR/machine.json.",
+                    no_args_is_help=True)
 app.add_typer(bench, name="bench")
 
 

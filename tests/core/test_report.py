@@ -25,3 +25,22 @@ def test_paired_diff_ci_is_the_mean_difference_and_rejects_unpaired_input():
     assert paired_diff_ci([1, 0], [1, 0]) == (0.0, 0.0, 0.0)  # identical items: no difference in any resample
     with pytest.raises(ValueError, match="got 2 and 1"):
         paired_diff_ci([1, 0], [1])
+
+
+def test_write_results_writes_results_unchanged_and_the_machine_beside_them(tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    from trlm.core import device
+    from trlm.core.report import write_results
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)  # a host without native bf16, as an AVX2-only CPU
+    results = {"bm25": {"ndcg@10": 0.688}}
+    write_results(tmp_path / "out", results)
+    assert json.loads((tmp_path / "out" / "results.json").read_text()) == results  # schema untouched
+    machine = json.loads((tmp_path / "out" / "machine.json").read_text())
+    assert machine["threads"] == torch.get_num_threads() and machine["torch"] == torch.__version__
+    assert machine["cpu"] == device.cpu_name() and machine["cpu"]
+    if machine["device"] == "cpu":
+        assert machine["bf16"] is False and machine["bf16_why"] == "no fast bf16 on cpu"

@@ -32,7 +32,7 @@ import numpy as np
 
 from trlm.cite.search import SEARCHES, binary_search, exclusion_search, linear_search, linear_search_many
 from trlm.core.io import InputError, read_jsonl, require_path, write_json, write_text
-from trlm.core.report import fmt, paired_diff_ci
+from trlm.core.report import fmt, paired_diff_ci, write_results
 
 log = logging.getLogger(__name__)
 LABELS = ("supported", "partially_supported")
@@ -159,7 +159,7 @@ def _run_wice(data, out, scorers, searches, limit, max_source_sentences, pick, c
         speed[key] = {"seconds": dt, "claims_per_s": len(per_claim) / dt if dt else 0.0,
                       "calls_per_s": calls / dt if dt else 0.0, "calls": calls}
         per = {k: v[0] for k, v in state.items()}
-        write_json(out / "results.json", results)
+        write_results(out, results)
         write_json(out / "throughput.json", {"config": config, "throughput": speed})
         write_json(out / "per_claim.json", {k: [{"label": lab, "top1": t, "recall@3": r} for lab, t, r in v]
                                             for k, v in per.items() if v})
@@ -291,7 +291,7 @@ def _run_cnndm(data: Path, out: Path, scorers: Sequence[str], limit: int | None,
                         "n_highlights": len(pairs), "n_articles": len(docs)}
         speed[key] = dt
         paired = paired_cnndm(per)
-        write_json(out / "results.json", results)
+        write_results(out, results)
         write_json(out / "throughput.json", {"config": config, "seconds": speed})
         write_json(out / "per_highlight.json", {"highlights": hl, "methods": per, "paired": paired})
         write_text(out / "report.md", _cnndm_report(config, results, speed, paired))

@@ -11,14 +11,15 @@ for the engine's dtype.
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from trlm.core.device import cpu_name
 from trlm.core.engine import Engine, Request
-from trlm.core.io import InputError, default_data_dir, require_path, write_json, write_text
+from trlm.core.io import InputError, default_data_dir, require_path, write_text
+from trlm.core.report import write_results
 from trlm.core.models import load_model
 
 
@@ -93,7 +94,7 @@ def run_throughput_bench(out: Path, pairs: int = 200, model: str = "smollm2-135m
     peak = matmul_peak(eng.lm.dtype, eng.device)
     res = {
         "model": eng.name, "dtype": str(eng.lm.dtype).replace("torch.", ""), "device": str(eng.device),
-        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "cpu": cpu_name(), "threads": torch.get_num_threads(),
         "pairs": pairs, "naive_pairs": n_naive, "tokens": n_tokens, "params": params,
         "tokens_per_s": tps, "naive_tokens_per_s": naive_tps, "speedup_vs_naive": tps / naive_tps,
         "max_abs_logprob_diff": tok_diff, "mean_abs_token_logprob_diff": mean_tok_diff,
@@ -102,7 +103,7 @@ def run_throughput_bench(out: Path, pairs: int = 200, model: str = "smollm2-135m
         "seconds": {"engine": fast_s, "naive": naive_s},
     }
     out = Path(out)
-    write_json(out / "results.json", res)
+    write_results(out, res)
     write_text(out / "report.md", _report(res))
     return res
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import platform
 from pathlib import Path
 
 import torch
@@ -35,6 +36,29 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), else what :mod:`platform` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """The machine a benchmark ran on, for its ``machine.json``: speed and bf16 rounding depend on it (the same
+    CPU benchmark runs ~3x slower in fp32 on a host without native bf16)."""
+    device = resolve_device()
+    fast, why = bf16_supported(device)
+    info = {"device": str(device), "cpu": cpu_name(), "threads": torch.get_num_threads(), "bf16": fast,
+            "bf16_why": why, "torch": torch.__version__}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
 
 
 def bf16_supported(device: torch.device) -> tuple[bool, str]:

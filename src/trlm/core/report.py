@@ -36,6 +36,17 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
     plt.close(fig)
 
 
+def write_results(out: str | Path, results: dict) -> None:
+    """Write a benchmark's ``out/results.json`` and, beside it, ``out/machine.json``
+    (:func:`trlm.core.device.machine_info`: device, CPU, threads, whether bf16 is native), both atomically, so
+    figures from two hosts can be told apart."""
+    from trlm.core.device import machine_info
+    from trlm.core.io import write_json
+
+    write_json(Path(out) / "results.json", results)
+    write_json(Path(out) / "machine.json", machine_info())
+
+
 def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of ``values`` (resampling items with replacement)."""
     v = np.asarray(values, dtype=float)

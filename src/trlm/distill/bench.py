@@ -30,8 +30,8 @@ from typing import Sequence
 import torch
 
 from trlm.core.cache import ResultCache, cache_key
-from trlm.core.io import InputError, write_json, write_jsonl, write_text
-from trlm.core.report import fmt, new_figure, save_figure
+from trlm.core.io import InputError, write_jsonl, write_text
+from trlm.core.report import fmt, new_figure, save_figure, write_results
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def run_distill_bench(out: Path, data: Path, *, teacher: str = "smollm2-135m-ins
                     hit["student_ppl"], hit["rouge_l"], hit["acceptance"])
     summary = {"config": config, "plain_teacher": plain, "methods": results,
                "teacher_answers": [{"prompt": r["prompt"], "answer": a} for r, a in zip(held, answers)]}
-    write_json(out / "results.json", summary)
+    write_results(out, summary)
     _plot(curves, results, out / "distill.png")
     write_text(out / "report.md", _report(summary))
     return summary

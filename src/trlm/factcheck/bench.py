@@ -29,7 +29,7 @@ import numpy as np
 
 from trlm.core.cache import ResultCache
 from trlm.core.io import write_json, write_text
-from trlm.core.report import fmt, new_figure, save_figure
+from trlm.core.report import fmt, new_figure, save_figure, write_results
 from trlm.factcheck.checkers import CachedChecker, FactChecker, PMIChecker, fit_calibration, make_checker
 from trlm.factcheck.data import (DATASETS, PATHS, SUMMAC, WICE_DEV, Pair, dataset_name, load_factcheck_gpt,
                                  load_pairs, read_cg2c, sample_pairs)
@@ -118,7 +118,7 @@ def run_bench(out: Path, data_dir: Path, checkers: Sequence[str], files: Sequenc
         row["mean_bacc_tuned"] = float(np.mean([row[n]["bacc_tuned"] for n in datasets]))
         det["seconds"] = round(time.perf_counter() - t0, 1)
         results[checker.name], details["checkers"][checker.name] = row, det
-        write_json(out / "results.json", results)  # after every checker: a cut run keeps what finished
+        write_results(out, results)  # after every checker: a cut run keeps what finished
         write_json(out / "details.json", details)
     write_text(out / "report.md", report(results, details))
     _plot(results, out / "bacc.png")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from trlm.core.cache import ResultCache
+from trlm.core.report import write_results
 from trlm.guard.data import jailbroken_attacks, jbb_behaviors, xstest, xstest_completions
 from trlm.guard.defense import DEFENSE_MODELS, DefenseArgs, TRLMDefense, reject
 from trlm.guard.filters import make_filter
@@ -92,7 +93,7 @@ def run_guard_bench(artifacts: Path, out: Path, data_dir: Path, *, filter: str =
                     max_response_tokens: int = 128, benign_response_tokens: int = 64,
                     xstest_model: str = "gpt4", attacks: Sequence[str] | None = None) -> dict:
     """Run the benchmark and write its outputs into ``out``; returns the results dict."""
-    from trlm.core.io import write_json, write_jsonl
+    from trlm.core.io import write_jsonl
 
     t0 = time.time()
     filt = make_filter(filter)
@@ -154,7 +155,7 @@ def run_guard_bench(artifacts: Path, out: Path, data_dir: Path, *, filter: str =
     out = Path(out)
     write_jsonl(out / "items.jsonl", items)
     _plot(results, variants, taus, out / "fnr_fpr.png")
-    write_json(out / "results.json", results)
+    write_results(out, results)
     from trlm.core.io import write_text
 
     write_text(out / "report.md", render_report(results, variants, taus))

@@ -30,7 +30,7 @@ import numpy as np
 
 from trlm.core.io import write_json, write_text
 from trlm.core.llm import ChatParams
-from trlm.core.report import new_figure, save_figure
+from trlm.core.report import new_figure, save_figure, write_results
 from trlm.redteam.coverage import CATEGORIES
 from trlm.redteam.data import ORACLE_FILES, ORACLE_TEST, load_oracle_test
 from trlm.redteam.execute import execute
@@ -170,12 +170,12 @@ def run_bench(out: Path, data_dir: Path, *, oracle_data: Path | None = None, ora
     out.mkdir(parents=True, exist_ok=True)
     oracle, odet = run_oracles(out, data_dir, oracle_data, oracles, oracle_limit)
     results, details = {"oracle": oracle, "discovery": {}}, {"oracle": odet}
-    write_json(out / "results.json", results)
+    write_results(out, results)
     if limit:
         results["discovery"], details["discovery"] = run_discovery(out, data_dir, limit, sut, generator, max_tokens,
                                                                    gen)
         _plot(details["discovery"], out / "discovery.png")
-    write_json(out / "results.json", results)
+    write_results(out, results)
     write_json(out / "details.json", details)
     write_text(out / "report.md", report(results, details))
     return results

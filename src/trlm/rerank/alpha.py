@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from trlm.core.io import InputError, write_json, write_text
-from trlm.core.report import fmt, new_figure, save_figure
+from trlm.core.io import InputError, write_text
+from trlm.core.report import fmt, new_figure, save_figure, write_results
 from trlm.rerank import alpaca as A
 from trlm.rerank.bench import get_logliks, instruction_difficulty
 from trlm.scoring.scorers import COMBINED_ALPHA, REDUCE, combine
@@ -83,7 +83,7 @@ def run_alpha_sweep(data: Path, reference: Path, out: Path, dev_limit: int, *, m
                "chosen": {name: choose(rows) for name, rows in table.items()},
                "chosen_by_pair_agreement": {name: choose(rows, "pair_agreement") for name, rows in table.items()},
                "shipped_defaults": dict(COMBINED_ALPHA)}
-    write_json(out / "results.json", results)
+    write_results(out, results)
     _plot(table, results["chosen"], out / "alpha.png")
     write_text(out / "report.md", _report(results))
     return results

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from trlm.core.io import InputError, write_json, write_text
-from trlm.core.report import bootstrap_ci
+from trlm.core.report import bootstrap_ci, write_results
 from trlm.rerank import alpaca as A
 from trlm.rerank.report import plot, render_report
 
@@ -306,7 +306,7 @@ def run_rerank_bench(data: Path, reference: Path, scorers: list[str], model: str
             "alpha": alpha,
             "lc_reproduction": lc_reproduction(A.load_judged(data, reference), difficulty, leaderboard)
             if leaderboard.exists() else None}
-    write_json(out / "results.json", results)
+    write_results(out, results)
     write_json(out / "details.json", {"meta": meta, "scorers": details})
     plot(results, out / "rerank.png")
     write_text(out / "report.md", render_report(results, details, meta))

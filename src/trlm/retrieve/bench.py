@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from trlm.core.io import write_json, write_text
+from trlm.core.report import write_results
 from trlm.retrieve.metrics import METRICS, mean_metrics, per_query_metrics
 from trlm.core.ranking import Ranked
 from trlm.retrieve.beir import load_beir, write_run
@@ -156,7 +157,7 @@ def paired_ndcg(per_query: dict[str, list[float]], stage: str) -> list[dict]:
 
 
 def _write(out: Path, results: dict, speed: dict, config: dict, paired: Sequence[dict] = ()) -> None:
-    write_json(out / "results.json", results)
+    write_results(out, results)
     write_json(out / "throughput.json", {"config": config, "throughput": speed})
     write_json(out / "paired.json", list(paired))
     write_text(out / "report.md", _report(results, speed, config, paired))

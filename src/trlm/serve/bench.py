@@ -31,9 +31,9 @@ from typing import Iterator
 
 import numpy as np
 
-from trlm.core.io import write_json, write_text
+from trlm.core.io import write_text
 from trlm.core.models import DEFAULT_MODEL
-from trlm.core.report import fmt, new_figure, save_figure
+from trlm.core.report import fmt, new_figure, save_figure, write_results
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def run_serve_bench(out: str | Path, data: str | Path, *, scorer: str = "trlm-fo
                  "valid_max_abs_delta_vs_alone": soak_delta, "scores_match_alone": soak_delta <= tol,
                  "healthy_after": healthy, "tolerance": tol},
     }
-    write_json(out / "results.json", results)
+    write_results(out, results)
     _plot(out / "serve.png", results)
     write_text(out / "report.md", report(results))
     return results

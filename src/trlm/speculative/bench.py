@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Sequence
 
 from trlm.core.cache import ResultCache, cache_key
-from trlm.core.io import InputError, require_path, write_json, write_text
-from trlm.core.report import fmt
+from trlm.core.io import InputError, require_path, write_text
+from trlm.core.report import fmt, write_results
 from trlm.speculative.drafters import ModelDrafter
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def _hf_generate(eng, prompt: str, max_new_tokens: int, **kw) -> tuple[list[list
 
 
 def _write(out: Path, results: dict, config: dict) -> None:
-    write_json(out / "results.json", {"config": config, "workloads": results})
+    write_results(out, {"config": config, "workloads": results})
     _plot(out / "speculative.png", results)
     write_text(out / "report.md", _report(results, config))
 

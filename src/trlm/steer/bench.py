@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Sequence
 
 from trlm.core.cache import ResultCache, cache_key
-from trlm.core.io import InputError, write_json, write_text
-from trlm.core.report import fmt, new_figure, save_figure
+from trlm.core.io import InputError, write_text
+from trlm.core.report import fmt, new_figure, save_figure, write_results
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def run_steer_bench(out: Path, setting_dir: Path, *, model: str = "smollm2-135m-
                                              "perplexity-ratio fluency; not the AxBench LLM judge)"
                                              if judge == "proxy" else "")
         _plot_factors(summary["steering"], out / "steer_factors.png")
-    write_json(out / "results.json", summary)
+    write_results(out, summary)
     _plot(detection_out, layers, out / "steer_detection.png")
     write_text(out / "report.md", _report(summary))
     return summary

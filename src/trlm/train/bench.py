@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from trlm.core.io import atomic_open, default_data_dir, write_json, write_text
+from trlm.core.io import atomic_open, default_data_dir, write_text
+from trlm.core.report import write_results
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,8 @@ def run_bench(out: str | Path, steps: int = 3, threads: int = 0, data_dir: str |
         "config": {"model": MODEL, "lora_r": LORA_R, "batch_size": BATCH, "seq_len": SEQ_LEN, "token_order": "reverse",
                    "mask_prompt": True, "timed_steps": steps, "data": f"first {N_PAIRS} AlpacaEval pairs (instruction_id % 5 != 3)",
                    "precision": "bf16 autocast" if bf16 else "fp32", "threads": torch.get_num_threads()},
-        "machine": {"device": "cuda" if torch.cuda.is_available() else "cpu", "cpu": platform.processor(),
-                    "torch": torch.__version__},
     }
-    write_json(out / "results.json", results)
+    write_results(out, results)
     write_text(out / "report.md", _report(results))
     return results
 
