@@ -27,7 +27,7 @@ def test_paired_diff_ci_is_the_mean_difference_and_rejects_unpaired_input():
         paired_diff_ci([1, 0], [1])
 
 
-def test_write_results_writes_results_unchanged_and_the_machine_beside_them(tmp_path, monkeypatch):
+def test_write_results_writes_results_unchanged_and_the_machine_beside_them(tmp_path, monkeypatch, request):
     import json
 
     import torch
@@ -36,6 +36,8 @@ def test_write_results_writes_results_unchanged_and_the_machine_beside_them(tmp_
     from trlm.core.report import write_results
 
     monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)  # a host without native bf16, as an AVX2-only CPU
+    device.machine_info.cache_clear()  # read once per process; this test stubs the CPU, so read it afresh
+    request.addfinalizer(device.machine_info.cache_clear)  # ...and the stubbed reading is not kept for later tests
     results = {"bm25": {"ndcg@10": 0.688}}
     write_results(tmp_path / "out", results)
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == results  # schema untouched

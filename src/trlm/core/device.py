@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 from pathlib import Path
@@ -49,9 +50,11 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.cache
 def machine_info() -> dict:
     """The machine a benchmark ran on, for its ``machine.json``: speed and bf16 rounding depend on it (the same
-    CPU benchmark runs ~3x slower in fp32 on a host without native bf16)."""
+    CPU benchmark runs ~3x slower in fp32 on a host without native bf16). Read once per process: benchmarks
+    rewrite their results after every chunk."""
     device = resolve_device()
     fast, why = bf16_supported(device)
     info = {"device": str(device), "cpu": cpu_name(), "threads": torch.get_num_threads(), "bf16": fast,
