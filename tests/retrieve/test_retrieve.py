@@ -87,6 +87,25 @@ def test_load_beir_with_and_without_qrels_header(tmp_path, header):
     assert ds.judged_queries == ["q1", "q2"]
 
 
+def test_load_beir_dbpedia_shaped_rows_put_the_title_first_and_bm25_matches_it(tmp_path):
+    # DBpedia-Entity (held out of ../shared/data) has ids like "<dbpedia:X>", the entity name only in "title",
+    # a "metadata" field and header + grade-0 rows in its qrels: the name must reach the ranker.
+    root = tmp_path / "dbpedia"
+    (root / "qrels").mkdir(parents=True)
+    rows = [{"_id": "<dbpedia:Oceanic_Airlines>", "title": "Oceanic Airlines",
+             "text": "A fictional carrier that appears in several films.", "metadata": {"url": "u1"}},
+            {"_id": "<dbpedia:Berlin>", "title": "Berlin", "text": "The capital of Germany.", "metadata": {}}]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "queries.jsonl").write_text(json.dumps({"_id": "INEX_LD-1", "text": "oceanic airlines"}) + "\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n"
+                                             "INEX_LD-1\t<dbpedia:Oceanic_Airlines>\t2\nINEX_LD-1\t<dbpedia:Berlin>\t0\n")
+    ds = load_beir(root)
+    assert ds.corpus["<dbpedia:Oceanic_Airlines>"] == "Oceanic Airlines A fictional carrier that appears in several films."
+    assert ds.qrels == {"INEX_LD-1": {"<dbpedia:Oceanic_Airlines>": 2, "<dbpedia:Berlin>": 0}}
+    hits = BM25Index(ds.corpus).search(["oceanic airlines"], k=2)[0]
+    assert hits[0].id == "<dbpedia:Oceanic_Airlines>"  # the words occur only in the title
+
+
 def test_qrels_trec_format_and_errors(tmp_path):
     p = tmp_path / "q.tsv"
     p.write_text("q1 0 d1 2\nq1 0 d2 0\n")
