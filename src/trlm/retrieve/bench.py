@@ -10,7 +10,9 @@ Only queries with at least one relevant judgment are evaluated (43 of 50 on the 
 ``bm25+<scorer>``, or with ``--first-stage dense`` ``minilm`` and ``minilm+<scorer>``; ``<stage>+<scorer> (rrf)``
 is the re-ranking fused with the first stage by reciprocal rank, k = 60, nothing fitted), ``DIR/throughput.json``,
 ``DIR/paired.json`` (each re-ranked method's nDCG@10 minus the first stage's, paired bootstrap 95 % CI),
-``DIR/report.md``, ``DIR/ndcg.png`` and the rankings under ``DIR/runs/<method>.jsonl``. Re-rankers advance
+``DIR/report.md``, ``DIR/ndcg.png``, the rankings under ``DIR/runs/<method>.jsonl`` and, once every query is
+re-ranked, ``DIR/fusion.{json,md,png}``: each re-ranker linearly mixed with the first stage at weights 0..1
+(:mod:`trlm.retrieve.fusion`: the best weight's nDCG@10 as an upper bound, and a leave-one-query-out estimate). Re-rankers advance
 together over chunks of 5 queries and results are rewritten after each chunk, so a run cut short compares every method on the queries it finished (``bm25 (first N)``).
 """
 
@@ -27,6 +29,7 @@ from trlm.core.report import write_results
 from trlm.retrieve.metrics import METRICS, mean_metrics, per_query_metrics
 from trlm.core.ranking import Ranked
 from trlm.retrieve.beir import load_beir, write_run
+from trlm.retrieve.fusion import write_fusion
 from trlm.retrieve.search import FIRST_STAGES, build_index, rerank_hits, rrf_fuse
 
 log = logging.getLogger(__name__)
@@ -138,6 +141,8 @@ def run_bench_retrieve(
         t0 = time.perf_counter()
         record("minilm", build_index("dense", ds.corpus, progress=progress).search(texts, k))
         speed["minilm"] = {"index_and_search_s": time.perf_counter() - t0}
+    if scorers and len(qids) > 1:
+        write_fusion(out, ds.qrels, stage, min_rel)
     return results
 
 
