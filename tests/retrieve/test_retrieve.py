@@ -221,6 +221,23 @@ def test_retrieve_errors():
         retrieve("  ", idx, CORPUS)
     with pytest.raises(ValueError, match="k must be"):
         retrieve("paris", idx, CORPUS, k=0)
+    with pytest.raises(ValueError, match="fuse must be one of none, rrf"):
+        retrieve("paris", idx, CORPUS, scorer=TableScorer({}), fuse="linear")
+    with pytest.raises(ValueError, match="needs a scorer"):
+        retrieve("paris", idx, CORPUS, fuse="rrf")
+
+
+def test_retrieve_fuse_rrf_returns_the_first_stage_and_re_ranking_fused_by_reciprocal_rank():
+    from trlm.retrieve.search import rrf_fuse
+
+    idx = BM25Index(CORPUS)
+    table = {CORPUS["d1"]: -9.0, CORPUS["d2"]: -1.0, CORPUS["d3"]: -2.0, CORPUS["d4"]: -3.0, CORPUS["d5"]: -4.0}
+    first = retrieve("capital of France", idx, CORPUS, k=5)
+    reranked = retrieve("capital of France", idx, CORPUS, k=5, scorer=TableScorer(table))
+    fused = retrieve("capital of France", idx, CORPUS, k=5, scorer=TableScorer(table), fuse="rrf")
+    assert first[0].id == "d1" and reranked[0].id == "d2"  # the stub ranks BM25's best passage last
+    assert [r.id for r in fused] == [r.id for r in rrf_fuse(first, reranked)]
+    assert [r.id for r in fused] != [r.id for r in reranked]
 
 
 def test_trlm_fo_reranks_the_answer_first(smol):
@@ -293,6 +310,10 @@ def test_cli_help_lists_flags_and_an_unknown_scorer_is_a_one_line_error():
     out = runner.invoke(app, ["bench", "cite", "--help"]).output
     for flag in ("--data", "--out", "--limit", "--scorers", "--searches"):
         assert flag in out
+    fuse = runner.invoke(app, ["retrieve", "paris", "--fuse", "rrf"])  # no --scorer: nothing to fuse
+    assert fuse.exit_code == 2
+    assert fuse.stderr.strip().splitlines() == [
+        "trlm: error: --fuse rrf fuses a re-ranking with the first stage; pass --scorer too"]
     bad = runner.invoke(app, ["bench", "retrieve", "--scorers", "trlm-fo,nope", "--out", "unused"])
     assert bad.exit_code == 2
     assert bad.stderr.strip().splitlines() == ["trlm: error: --scorers: unknown nope; choose from " + ", ".join(

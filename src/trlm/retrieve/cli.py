@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from trlm.core.io import check_choice, default_data_dir, parse_names
+from trlm.core.io import InputError, check_choice, default_data_dir, parse_names
 from trlm.scoring import SCORERS
 
 BeirOpt = typer.Option(None, help="BEIR folder (default: the shared TREC-DL19 subset).")
@@ -33,17 +33,22 @@ def retrieve_cmd(
     model: Optional[str] = typer.Option(None, help="Model for the scorer (default: the scorer's own)."),
     top: int = typer.Option(10, help="How many results to print."),
     max_doc_tokens: int = typer.Option(300, help="Passages are cut to this many tokens before scoring."),
+    fuse: str = typer.Option("none", help="none: the scorer's ranking; rrf: fused with the first stage by "
+                                          "reciprocal rank (needs --scorer)."),
 ):
     """Retrieve passages for QUERY from a BEIR corpus, optionally re-ranking the top-k with a scorer."""
     from trlm.retrieve.beir import load_beir
-    from trlm.retrieve.search import FIRST_STAGES, build_index, retrieve
+    from trlm.retrieve.search import FIRST_STAGES, FUSIONS, build_index, retrieve
     from trlm.scoring import make_scorer
 
     check_choice(first_stage, FIRST_STAGES, "--first-stage")
+    check_choice(fuse, FUSIONS, "--fuse")
+    if fuse != "none" and not scorer:
+        raise InputError(f"--fuse {fuse} fuses a re-ranking with the first stage; pass --scorer too")
     ds = load_beir(data or default_data_dir().joinpath("retrieval_agentset", "msmarco_trecdl19_subset"))
     sc = make_scorer(parse_names(scorer, SCORERS, "--scorer")[0], model=model, task="retrieval",
                      max_response_tokens=max_doc_tokens) if scorer else None
-    hits = retrieve(query, build_index(first_stage, ds.corpus), ds.corpus, k=k, scorer=sc)
+    hits = retrieve(query, build_index(first_stage, ds.corpus), ds.corpus, k=k, scorer=sc, fuse=fuse)
     for rank, h in enumerate(hits[:top], 1):
         typer.echo(f"{rank:3d}  {h.score:10.4f}  {h.id}  {ds.corpus[h.id][:100]}")
 
