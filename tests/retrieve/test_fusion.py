@@ -20,9 +20,12 @@ def ranked(pairs):
     return [Ranked(i, float(s), id=d) for i, (d, s) in enumerate(pairs)]
 
 
-def test_zscore_centres_and_scales_and_a_constant_list_is_all_zero():
+def test_zscore_centres_and_scales_a_constant_list_is_all_zero_and_nan_or_inf_is_an_error():
     assert zscore([1.0, 2.0, 3.0]).tolist() == pytest.approx([-1.2247449, 0.0, 1.2247449])
     assert zscore([5.0, 5.0]).tolist() == [0.0, 0.0]
+    for bad in (float("nan"), float("-inf")):
+        with pytest.raises(ValueError, match="scores must be finite"):
+            zscore([1.0, bad])
 
 
 def test_linear_fuse_endpoints_are_the_two_rankings_and_the_middle_is_hand_computed():
@@ -41,6 +44,8 @@ def test_linear_fuse_ties_keep_the_first_stage_order_and_bad_input_is_an_error()
     assert [r.id for r in linear_fuse(first, swapped, 0.5)] == ["a", "b"]  # both fuse to 0
     with pytest.raises(ValueError, match="same ids"):
         linear_fuse(first, ranked([("a", 1.0), ("x", 0.0)]), 0.5)
+    with pytest.raises(ValueError, match="same ids"):  # a repeated id cannot stand in for a missing one
+        linear_fuse(first, ranked([("a", 1.0), ("a", 0.5), ("b", 0.0)]), 0.5)
     with pytest.raises(ValueError, match=r"weight must be in \[0, 1\]"):
         linear_fuse(first, swapped, 1.5)
 
@@ -77,7 +82,7 @@ def test_fusion_sweep_curve_runs_from_the_first_stage_to_the_re_ranking():
         fusion_sweep(first, rer, qrels, weights=[0.5, 1.0])
 
 
-def test_bench_retrieve_writes_fusion_and_the_cli_recomputes_it_from_the_run(tmp_path):
+def test_bench_retrieve_writes_fusion_the_cli_recomputes_it_and_a_run_without_scorers_removes_it(tmp_path):
     from typer.testing import CliRunner
 
     from trlm.cli import app
@@ -104,6 +109,11 @@ def test_bench_retrieve_writes_fusion_and_the_cli_recomputes_it_from_the_run(tmp
     assert json.loads((tmp_path / "out" / "fusion.json").read_text()) == fusion
     assert "| bm25+length |" in ok.output
 
+    # the same folder again without re-rankers: no fusion files of the earlier run stay behind
+    run_bench_retrieve(data, tmp_path / "out", k=10, scorers=[], limit_queries=3, min_rel=2, dense=False,
+                       progress=False)
+    assert not any((tmp_path / "out" / f"fusion.{ext}").exists() for ext in ("json", "md", "png"))
+
 
 def test_retrieve_fusion_without_a_run_is_a_one_line_error_and_a_malformed_run_names_its_row(tmp_path):
     from typer.testing import CliRunner
@@ -123,3 +133,34 @@ def test_retrieve_fusion_without_a_run_is_a_one_line_error_and_a_malformed_run_n
     (tmp_path / "runs" / "bm25+x.jsonl").write_text(json.dumps({"qid": "q1", "ranking": [["a"]]}) + "\n")
     with pytest.raises(InputError, match=r"bm25\+x.jsonl: row 1 \(qid 'q1'\): 'ranking' must be \[doc_id, score\]"):
         write_fusion(tmp_path, {"q1": {"a": 1}}, "bm25")
+    (tmp_path / "runs" / "bm25+x.jsonl").write_text('{"qid": "q1", "ranking": [["a", NaN]]}\n')
+    with pytest.raises(InputError, match=r"bm25\+x.jsonl: row 1 \(qid 'q1'\): a score is NaN or infinite"):
+        write_fusion(tmp_path, {"q1": {"a": 1}}, "bm25")
+    (tmp_path / "runs" / "bm25+x.jsonl").write_text(json.dumps({"qid": "q1", "ranking": [["a", 1.0], ["b", 0.0]]}))
+    with pytest.raises(InputError, match=r"qid 'q1': its passages are not the 1 of bm25.jsonl"):
+        write_fusion(tmp_path, {"q1": {"a": 1}}, "bm25")  # a re-ranking of another --k
+    (tmp_path / "runs" / "bm25+x.jsonl").write_text(json.dumps({"qid": "q9", "ranking": [["a", 1.0]]}))
+    with pytest.raises(InputError, match="qid 'q9' is not in bm25.jsonl"):
+        write_fusion(tmp_path, {"q1": {"a": 1}}, "bm25")
+
+
+def _write_run(path, rows):
+    path.write_text("".join(json.dumps({"qid": q, "ranking": r}) + "\n" for q, r in rows.items()))
+
+
+def test_write_fusion_sweeps_the_queries_every_re_ranker_finished_and_only_the_methods_asked_for(tmp_path):
+    from trlm.retrieve.fusion import write_fusion
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    qrels = {q: {"a": 1} for q in ("q1", "q2", "q3")}
+    _write_run(runs / "bm25.jsonl", {q: [["a", 2.0], ["b", 1.0]] for q in qrels})
+    _write_run(runs / "bm25+full.jsonl", {q: [["b", 0.0], ["a", -1.0]] for q in qrels})
+    _write_run(runs / "bm25+cut.jsonl", {q: [["b", 0.0], ["a", -1.0]] for q in ("q1", "q2")})  # a run cut short
+    _write_run(runs / "bm25+cut (rrf).jsonl", {"q1": [["zz", 0.0]]})  # fused rows are never swept (nor checked)
+    out = write_fusion(tmp_path, qrels, "bm25")
+    assert list(out["methods"]) == ["bm25+cut", "bm25+full"]
+    assert {m["n_queries"] for m in out["methods"].values()} == {2}  # both on q1, q2: one first-stage line
+    assert out["methods"]["bm25+full"]["first_ndcg@10"] == 1.0 and out["methods"]["bm25+full"]["curve"][-1] < 1.0
+    _write_run(runs / "bm25+stale.jsonl", {"q1": [["x", 0.0]]})  # left from another run into this folder
+    assert list(write_fusion(tmp_path, qrels, "bm25", methods=["bm25+full"])["methods"]) == ["bm25+full"]

@@ -142,7 +142,10 @@ def run_bench_retrieve(
         record("minilm", build_index("dense", ds.corpus, progress=progress).search(texts, k))
         speed["minilm"] = {"index_and_search_s": time.perf_counter() - t0}
     if scorers and len(qids) > 1:
-        write_fusion(out, ds.qrels, stage, min_rel)
+        write_fusion(out, ds.qrels, stage, min_rel, methods=[f"{stage}+{name}" for name in scorers])
+    else:  # nothing to fuse: no fusion files from an earlier run into this folder may stay behind
+        for stale in ("fusion.json", "fusion.md", "fusion.png"):
+            (out / stale).unlink(missing_ok=True)
     return results
 
 

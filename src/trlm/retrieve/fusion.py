@@ -33,8 +33,11 @@ WEIGHTS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))  # 0, 
 
 
 def zscore(scores: Sequence[float]) -> np.ndarray:
-    """``(x - mean) / std`` over one query's candidates; all zeros when every score is equal."""
+    """``(x - mean) / std`` over one query's candidates; all zeros when every score is equal. A NaN or infinite
+    score is an error: it would turn the whole list into NaN (or zeros) and silently drop the ranking."""
     x = np.asarray(scores, dtype=float)
+    if not np.isfinite(x).all():
+        raise ValueError("zscore: scores must be finite (got NaN or inf)")
     sd = x.std()
     return (x - x.mean()) / sd if sd > 0 else np.zeros_like(x)
 
@@ -45,7 +48,7 @@ def linear_fuse(first: Sequence[Ranked], reranked: Sequence[Ranked], weight: flo
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
     by_id = {h.id: h.score for h in reranked}
-    if by_id.keys() != {h.id for h in first} or len(by_id) != len(first):
+    if by_id.keys() != {h.id for h in first} or len(by_id) != len(first) or len(reranked) != len(first):
         raise ValueError("linear_fuse: the two rankings must hold the same ids")
     ids = [h.id for h in first]
     fused = (1 - weight) * zscore([h.score for h in first]) + weight * zscore([by_id[i] for i in ids])
@@ -80,11 +83,26 @@ def _need(path: Path) -> Path:
 def _read_run(path: Path) -> dict[str, list[Ranked]]:
     out = {}
     for n, r in enumerate(read_jsonl(path, {"qid": str, "ranking": list}), 1):
+        where = f"{path}: row {n} (qid {r['qid']!r})"
         try:
             out[r["qid"]] = [Ranked(i, float(s), id=str(d)) for i, (d, s) in enumerate(r["ranking"])]
         except (TypeError, ValueError):
-            raise InputError(f"{path}: row {n} (qid {r['qid']!r}): 'ranking' must be [doc_id, score] pairs") from None
+            raise InputError(f"{where}: 'ranking' must be [doc_id, score] pairs") from None
+        if not all(np.isfinite(h.score) for h in out[r["qid"]]):
+            raise InputError(f"{where}: a score is NaN or infinite")
     return out
+
+
+def _check_pair(first: Mapping[str, Sequence[Ranked]], reranked: Mapping[str, Sequence[Ranked]], path: Path,
+                stage: str) -> None:
+    """Every re-ranked query is in the first stage and permutes exactly its candidates (else the run folder mixes
+    runs, e.g. of another --k)."""
+    for q, hs in reranked.items():
+        if q not in first:
+            raise InputError(f"{path}: qid {q!r} is not in {stage}.jsonl")
+        if len(hs) != len(first[q]) or {h.id for h in hs} != {h.id for h in first[q]}:
+            raise InputError(f"{path}: qid {q!r}: its passages are not the {len(first[q])} of {stage}.jsonl "
+                             "(a run from another --k or data folder?)")
 
 
 def fusion_sweep(first: Mapping[str, Sequence[Ranked]], reranked: Mapping[str, Sequence[Ranked]],
@@ -119,19 +137,26 @@ def fusion_sweep(first: Mapping[str, Sequence[Ranked]], reranked: Mapping[str, S
 
 
 def write_fusion(run_dir: str | Path, qrels: Mapping[str, Mapping[str, int]], stage: str, min_rel: int = 1,
-                 weights: Sequence[float] = WEIGHTS) -> dict:
-    """Sweep every ``runs/<stage>+<scorer>.jsonl`` in a ``trlm bench retrieve`` folder against
-    ``runs/<stage>.jsonl``; writes ``fusion.json``, ``fusion.md``, ``fusion.png`` and returns the json dict."""
+                 weights: Sequence[float] = WEIGHTS, methods: Sequence[str] | None = None) -> dict:
+    """Sweep ``runs/<method>.jsonl`` against ``runs/<stage>.jsonl`` in a ``trlm bench retrieve`` folder, for each of
+    ``methods`` (default: every ``<stage>+<scorer>`` run there but the ``(rrf)`` ones), on the queries every one of
+    them re-ranked (a run cut short: its finished prefix); writes ``fusion.json``, ``fusion.md``, ``fusion.png``
+    and returns the json dict."""
     run_dir = Path(run_dir)
     runs = _need(run_dir / "runs")
     first = _read_run(_need(runs / f"{stage}.jsonl"))
-    methods = {}
-    for path in sorted(runs.glob(f"{stage}+*.jsonl")):
-        if not path.stem.endswith("(rrf)"):
-            methods[path.stem] = fusion_sweep(first, _read_run(path), qrels, min_rel, weights)
+    if methods is None:
+        methods = [p.stem for p in sorted(runs.glob(f"{stage}+*.jsonl")) if not p.stem.endswith("(rrf)")]
     if not methods:
         raise InputError(f"{runs}: no re-ranked runs ({stage}+<scorer>.jsonl) to fuse with {stage}.jsonl")
-    out = {"stage": stage, "min_rel": min_rel, "weights": list(weights), "methods": methods}
+    reranked = {}
+    for m in methods:
+        path = _need(runs / f"{m}.jsonl")
+        reranked[m] = _read_run(path)
+        _check_pair(first, reranked[m], path, stage)
+    shared = [q for q in first if all(q in r for r in reranked.values())]
+    swept = {m: fusion_sweep(first, {q: r[q] for q in shared}, qrels, min_rel, weights) for m, r in reranked.items()}
+    out = {"stage": stage, "min_rel": min_rel, "weights": list(weights), "methods": swept}
     write_json(run_dir / "fusion.json", out)
     write_text(run_dir / "fusion.md", _report(out))
     _plot(run_dir / "fusion.png", out)
