@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -95,3 +96,18 @@ def write_run(path: str | Path, qids: Sequence[str], ranked: Sequence[Sequence[R
     with atomic_open(path) as f:
         for q, rs in zip(qids, ranked):
             f.write(json.dumps({"qid": q, "ranking": [[r.id, r.score] for r in rs]}) + "\n")
+
+
+def read_run(path: str | Path) -> dict[str, list[Ranked]]:
+    """A :func:`write_run` file back: qid -> its ranking (``index`` = rank position, ``id``, ``score``). A row that
+    is not ``[doc_id, score]`` pairs, or a NaN / infinite score, is an error naming the file, row and qid."""
+    out: dict[str, list[Ranked]] = {}
+    for n, r in enumerate(read_jsonl(path, {"qid": str, "ranking": list}), 1):
+        where = f"{path}: row {n} (qid {r['qid']!r})"
+        try:
+            out[r["qid"]] = [Ranked(i, float(s), id=str(d)) for i, (d, s) in enumerate(r["ranking"])]
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: 'ranking' must be [doc_id, score] pairs") from None
+        if not all(math.isfinite(h.score) for h in out[r["qid"]]):
+            raise InputError(f"{where}: a score is NaN or infinite")
+    return out

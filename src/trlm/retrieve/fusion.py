@@ -26,8 +26,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from trlm.core.io import InputError, read_jsonl, write_json, write_text
+from trlm.core.io import InputError, write_json, write_text
 from trlm.core.ranking import Ranked, rank_by_score
+from trlm.retrieve.beir import read_run
 
 WEIGHTS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))  # 0, 0.05, ..., 1
 
@@ -78,19 +79,6 @@ def _need(path: Path) -> Path:
     if not path.exists():
         raise InputError(f"{path}: no such file; RUN must be the --out folder of a finished `trlm bench retrieve` run")
     return path
-
-
-def _read_run(path: Path) -> dict[str, list[Ranked]]:
-    out = {}
-    for n, r in enumerate(read_jsonl(path, {"qid": str, "ranking": list}), 1):
-        where = f"{path}: row {n} (qid {r['qid']!r})"
-        try:
-            out[r["qid"]] = [Ranked(i, float(s), id=str(d)) for i, (d, s) in enumerate(r["ranking"])]
-        except (TypeError, ValueError):
-            raise InputError(f"{where}: 'ranking' must be [doc_id, score] pairs") from None
-        if not all(np.isfinite(h.score) for h in out[r["qid"]]):
-            raise InputError(f"{where}: a score is NaN or infinite")
-    return out
 
 
 def _check_pair(first: Mapping[str, Sequence[Ranked]], reranked: Mapping[str, Sequence[Ranked]], path: Path,
@@ -144,7 +132,7 @@ def write_fusion(run_dir: str | Path, qrels: Mapping[str, Mapping[str, int]], st
     and returns the json dict."""
     run_dir = Path(run_dir)
     runs = _need(run_dir / "runs")
-    first = _read_run(_need(runs / f"{stage}.jsonl"))
+    first = read_run(_need(runs / f"{stage}.jsonl"))
     if methods is None:
         methods = [p.stem for p in sorted(runs.glob(f"{stage}+*.jsonl")) if not p.stem.endswith("(rrf)")]
     if not methods:
@@ -152,7 +140,7 @@ def write_fusion(run_dir: str | Path, qrels: Mapping[str, Mapping[str, int]], st
     reranked = {}
     for m in methods:
         path = _need(runs / f"{m}.jsonl")
-        reranked[m] = _read_run(path)
+        reranked[m] = read_run(path)
         _check_pair(first, reranked[m], path, stage)
     shared = [q for q in first if all(q in r for r in reranked.values())]
     swept = {m: fusion_sweep(first, {q: r[q] for q in shared}, qrels, min_rel, weights) for m, r in reranked.items()}
