@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # The CPU build of torch lies in /opt/wheels on this kind of machine; elsewhere pip finds it on PyPI's CPU index.
 PIP_EXTRA := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: setup demo test docs clean
+.PHONY: setup demo test docs docs-site clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 docs: $(STAMP)  # regenerate docs/cli.md from the commands' --help (tests/test_cli.py checks it is current)
 	$(BIN)/python -c "from trlm.cli import write_cli_reference; write_cli_reference('docs/cli.md')"
+
+docs-site: $(STAMP)  # build the documentation site into site/ (MkDocs; a broken link or a missing page fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV)
