@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # The CPU build of torch lies in /opt/wheels on this kind of machine; elsewhere pip finds it on PyPI's CPU index.
 PIP_EXTRA := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: setup demo test docs docs-site clean
+.PHONY: setup demo test docs docs-site lint clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ docs: $(STAMP)  # regenerate docs/cli.md from the commands' --help (tests/test_c
 
 docs-site: $(STAMP)  # build the documentation site into site/ (MkDocs; a broken link or a missing page fails)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
 
 clean:
 	rm -rf $(VENV)

@@ -60,7 +60,8 @@ class _Group(TyperGroup):
             raise typer.Exit(2) from None
 
 
-app = typer.Typer(name="trlm", cls=_Group, help="Time-reversed language models: scoring, generation, re-ranking and benchmarks.",
+app = typer.Typer(name="trlm", cls=_Group,
+                  help="Time-reversed language models: scoring, generation, re-ranking and benchmarks.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 bench = typer.Typer(help="Benchmarks: each writes DIR/results.json, DIR/report.md and DIR/machine.json.",
                     no_args_is_help=True)
@@ -71,7 +72,8 @@ app.add_typer(bench, name="bench")
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log decisions (dtype, caching) and show "
                                                                        "tracebacks of errors.")):
     _state["verbose"] = verbose
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
 
 
 for _system in (core_cli, speculative_cli, rerank_cli, retrieve_cli, cite_cli, guard_cli, train_cli, distill_cli,

@@ -76,7 +76,8 @@ def test_forward_rows_use_the_chat_template_and_completions_only_masks_the_promp
     prefix = smol.encode_prompt(smol.chat_prompt(ROWS[0]["prompt"]))
     assert list(full.input_ids[:len(prefix)]) == prefix and full.input_ids[-1] in smol.eos_ids
     assert smol.decode(full.input_ids[len(prefix):]).strip() == ROWS[0]["response"]
-    assert all(x == IGNORE for x in resp.labels[:len(prefix)]) and resp.labels[len(prefix):] == resp.input_ids[len(prefix):]
+    assert all(x == IGNORE for x in resp.labels[:len(prefix)])
+    assert resp.labels[len(prefix):] == resp.input_ids[len(prefix):]
     assert full.labels[0] == IGNORE and full.labels[1:] == full.input_ids[1:]
 
 

@@ -14,7 +14,8 @@ DATA = default_data_dir()
 
 def test_cg2c_row_is_factcgs_schema_and_reads_back(tmp_path):
     row = cg2c_row("The doc.", "The claim.", 1)
-    assert row == {"task": "bin_grounding", "text_a": "The doc.", "text_b": ["The claim."], "text_c": [], "orig_label": 1}
+    assert row == {"task": "bin_grounding", "text_a": "The doc.", "text_b": ["The claim."], "text_c": [],
+                   "orig_label": 1}
     f = tmp_path / "x.jsonl"
     f.write_text(json.dumps(row) + "\n" + json.dumps({**row, "text_b": "['Other claim.']", "orig_label": "0"}) + "\n")
     pairs = read_cg2c(f)

@@ -65,7 +65,8 @@ def test_every_document_is_kept_or_counted_with_a_reason():
 def test_llm_mode_falls_back_to_deletion_when_the_rewrite_is_unusable_and_says_so():
     def answer(prompt):
         if prompt.startswith("Read the article"):
-            return "S1: Marie Curie | born in | Warsaw\nS2: Paris | home of | Sorbonne\nS4: Sorbonne | honoured | Marie Curie"
+            return ("S1: Marie Curie | born in | Warsaw\nS2: Paris | home of | Sorbonne\n"
+                    "S4: Sorbonne | honoured | Marie Curie")
         if "Write a short sentence" in prompt:
             return "Marie Curie, born in Warsaw, was honoured by the Sorbonne."
         return "Completely different text."  # the rewrite: not minimal

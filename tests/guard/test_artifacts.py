@@ -24,7 +24,8 @@ def test_any_attack_folder_is_discovered_and_read(tmp_path):
     (tmp_path / "notes").mkdir()  # a folder without artifacts is not an attack
     assert discover_attacks(tmp_path) == ["DSN", "prompt_with_random_search"]
     got = jailbroken_attacks(tmp_path)
-    assert [(a.attack, a.target, a.index) for a in got] == [("DSN", "vicuna", 0), ("prompt_with_random_search", "llama", 3)]
+    assert [(a.attack, a.target, a.index) for a in got] == [("DSN", "vicuna", 0),
+                                                            ("prompt_with_random_search", "llama", 3)]
     assert [a.attack for a in jailbroken_attacks(tmp_path, ["DSN"])] == ["DSN"]
     with pytest.raises(InputError, match="no PAIR/<type>/<model>.json files; it holds DSN, prompt_with_random_search"):
         jailbroken_attacks(tmp_path, ["PAIR"])

@@ -63,8 +63,9 @@ def test_shipped_offline_oracle_separates_a_refusal_from_compliance():
 
 
 def test_shipped_offline_oracle_accuracy_on_the_held_out_labelled_outputs():
-    # measured 0.865 (see README); a regression below 0.8 fails
-    rows, _, _ = load_oracle_test(default_data_dir() / "astral/test_oracle_rq0/test_results_evaluation_gpt_3_run_0.json")
+    # measured 0.865 (see docs/redteam.md); a regression below 0.8 fails
+    rows, _, _ = load_oracle_test(
+        default_data_dir() / "astral/test_oracle_rq0/test_results_evaluation_gpt_3_run_0.json")
     verdicts = OfflineOracle().judge([r.testcase for r in rows], [r.output for r in rows])
     acc = sum(v.label == r.label for v, r in zip(verdicts, rows)) / len(rows)
     assert acc >= 0.8
@@ -83,7 +84,8 @@ def test_offline_oracle_training_keeps_the_evaluation_outputs_out():
     from trlm.redteam.oracle_train import training_set
 
     texts, labels, tests, counts = training_set(default_data_dir())
-    rows, _, _ = load_oracle_test(default_data_dir() / "astral/test_oracle_rq0/test_results_evaluation_gpt_3_run_0.json")
+    rows, _, _ = load_oracle_test(
+        default_data_dir() / "astral/test_oracle_rq0/test_results_evaluation_gpt_3_run_0.json")
     assert not {r.output.strip() for r in rows} & {t.strip() for t in texts}
     assert len(texts) == counts["kept"] == len(labels) and set(labels) == {0, 1}
 
@@ -122,7 +124,7 @@ def test_ranking_diagnostic_on_hand_set_scores():
 
 def test_the_offline_oracles_ranking_diagnostic_is_reported(tmp_path):
     """The bench reports the shipped oracle's AUROC and threshold ceiling on the labelled rows (measured: AUROC
-    0.947, ceiling 0.888, README); the ceiling is at least its accuracy at the shipped threshold."""
+    0.947, ceiling 0.888, docs/redteam.md); the ceiling is at least its accuracy at the shipped threshold."""
     import trlm.redteam.bench as bench
 
     results, info = bench.run_oracles(tmp_path, default_data_dir(), None, ["offline"])

@@ -195,7 +195,8 @@ def test_load_judged_errors_name_the_problem(tmp_path):
 
 
 def test_length_preference_hand_cases():
-    ins = A.Instruction(0, "x", "q", "ref", tuple(A.Candidate(f"g{k}", "a" * n, 0.5) for k, n in enumerate((5, 50, 20))))
+    ins = A.Instruction(0, "x", "q", "ref",
+                        tuple(A.Candidate(f"g{k}", "a" * n, 0.5) for k, n in enumerate((5, 50, 20))))
     flat = A.Instruction(1, "x", "q", "ref", tuple(A.Candidate(f"g{k}", "b" * 7, 0.5) for k in range(3)))
     assert length_preference([[1.0, 3.0, 2.0]], [ins]) == pytest.approx(1.0)
     assert length_preference([[3.0, 1.0, 2.0]], [ins]) == pytest.approx(-1.0)

@@ -100,7 +100,8 @@ def test_load_beir_dbpedia_shaped_rows_put_the_title_first_and_bm25_matches_it(t
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n"
                                              "INEX_LD-1\t<dbpedia:Oceanic_Airlines>\t2\nINEX_LD-1\t<dbpedia:Berlin>\t0\n")
     ds = load_beir(root)
-    assert ds.corpus["<dbpedia:Oceanic_Airlines>"] == "Oceanic Airlines A fictional carrier that appears in several films."
+    assert ds.corpus["<dbpedia:Oceanic_Airlines>"] == ("Oceanic Airlines A fictional carrier that appears in "
+                                                       "several films.")
     assert ds.qrels == {"INEX_LD-1": {"<dbpedia:Oceanic_Airlines>": 2, "<dbpedia:Berlin>": 0}}
     hits = BM25Index(ds.corpus).search(["oceanic airlines"], k=2)[0]
     assert hits[0].id == "<dbpedia:Oceanic_Airlines>"  # the words occur only in the title

@@ -81,7 +81,8 @@ def test_intervention_formulas_on_hand_set_states():
     with torch.no_grad():
         r.w.copy_(torch.tensor([1.0, 0.0, 0.0]))
     out = r(h)  # latents relu(h·w) = [1, 0]; top-1 mean = 1, added along w at both positions
-    assert torch.equal(out, h + torch.tensor([1.0, 0.0, 0.0])) and torch.equal(r.last_latents, torch.tensor([[1.0, 0.0]]))
+    assert torch.equal(out, h + torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.equal(r.last_latents, torch.tensor([[1.0, 0.0]]))
     with pytest.raises(ValueError, match="non-zero"):
         Additive(torch.zeros(3), 1.0)
 

@@ -174,7 +174,10 @@ def test_resume_is_exact(data, tmp_path):
     a, b = _weights(full.model_dir), _weights(resumed.model_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.train_loss == full.train_loss
-    curve = lambda r: [json.loads(x)["loss"] for x in (r.out / "metrics.jsonl").read_text().splitlines()]
+
+    def curve(r):
+        return [json.loads(x)["loss"] for x in (r.out / "metrics.jsonl").read_text().splitlines()]
+
     assert curve(resumed) == curve(full) and len(curve(full)) == 6
 
 
@@ -241,7 +244,8 @@ def test_cli_train_help_and_run(data, tmp_path):
     help_text = runner.invoke(app, ["train", "--help"]).output
     for flag in ("--order", "--init", "--lora-r", "--grad-accum", "--save-every", "--resume"):
         assert flag in help_text
-    res = runner.invoke(app, ["train", str(data.path), "--out", str(tmp_path / "cli"), "--order", "both", "--layers", "1",
+    res = runner.invoke(app, ["train", str(data.path), "--out", str(tmp_path / "cli"), "--order", "both",
+                              "--layers", "1",
                               "--width", "32", "--heads", "2", "--steps", "2", "--batch-size", "2", "--seq-len", "32",
                               "--precision", "fp32", "--threads", "1"])
     assert res.exit_code == 0, res.output

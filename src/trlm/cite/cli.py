@@ -36,7 +36,8 @@ def cite_cmd(
 
     check_choice(search, SEARCHES, "--search")
     check_choice(pick, ("lowest", "highest"), "--pick")
-    sc = make_scorer(parse_names(scorer, SCORERS, "--scorer")[0], model=model, task="citation", max_response_tokens=2048)
+    sc = make_scorer(parse_names(scorer, SCORERS, "--scorer")[0], model=model, task="citation",
+                     max_response_tokens=2048)
     n = cite_file(input, out, sc, search=search, min_sentences=min_sentences, pick=pick)  # type: ignore[arg-type]
     typer.echo(f"wrote {n} rows to {out}")
 
@@ -59,6 +60,6 @@ def bench_cite_cmd(
     search_list = [check_choice(s.strip(), SEARCHES, "--searches") for s in searches.split(",") if s.strip()]
     check_choice(pick, ("lowest", "highest"), "--pick")
     run_bench_cite(data or default_data_dir().joinpath("wice", "entailment_retrieval_claim", "dev.jsonl"), out,
-                   scorers=parse_names(scorers, SCORERS, "--scorers") if scorers else [], searches=search_list, limit=limit,
-                   max_source_sentences=max_source_sentences, pick=pick, skip=skip)
+                   scorers=parse_names(scorers, SCORERS, "--scorers") if scorers else [], searches=search_list,
+                   limit=limit, max_source_sentences=max_source_sentences, pick=pick, skip=skip)
     typer.echo((out / "report.md").read_text())

@@ -109,6 +109,11 @@ def run_throughput_bench(out: Path, pairs: int = 200, model: str = "smollm2-135m
 
 
 def _report(r: dict) -> str:
+    sec = r["seconds"]
+    engine_row = (f"| trlm engine (batched, {r['dtype']}, logits only at continuation positions, prefix cache) "
+                  f"| {r['tokens_per_s']:.0f} | {sec['engine']:.1f} |")
+    naive_row = (f"| naive loop (one pair at a time, fp32, full logits, no cache; {r['naive_pairs']} pairs) "
+                 f"| {r['naive_tokens_per_s']:.0f} | {sec['naive']:.1f} |")
     return f"""# Scoring throughput
 
 `trlm bench throughput --pairs {r['pairs']}` on {r['cpu']} ({r['threads']} threads), model `{r['model']}`
@@ -116,8 +121,8 @@ def _report(r: dict) -> str:
 
 | | tokens/s | seconds |
 |---|---:|---:|
-| trlm engine (batched, {r['dtype']}, logits only at continuation positions, prefix cache) | {r['tokens_per_s']:.0f} | {r['seconds']['engine']:.1f} |
-| naive loop (one pair at a time, fp32, full logits, no cache; {r['naive_pairs']} pairs) | {r['naive_tokens_per_s']:.0f} | {r['seconds']['naive']:.1f} |
+{engine_row}
+{naive_row}
 
 - speed-up vs naive: **{r['speedup_vs_naive']:.2f}x**
 - log-prob agreement with the naive fp32 loop: max |Δ| per token {r['max_abs_logprob_diff']:.4f},

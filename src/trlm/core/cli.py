@@ -17,7 +17,8 @@ from trlm.core.models import DEFAULT_MODEL
 from trlm.core.schema import GenArgs
 
 _G = GenArgs  # flag defaults come from the config dataclass
-ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded name, shipped trlm model, HF dir, .gguf or hub id.")
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m",
+                        help="Embedded name, shipped trlm model, HF dir, .gguf or hub id.")
 DeviceOpt = typer.Option(None, help="cuda, mps or cpu (default: auto-detect).")
 DtypeOpt = typer.Option("auto", help="auto (bf16 where fast), float32 or bfloat16.")
 

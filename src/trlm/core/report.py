@@ -47,7 +47,8 @@ def write_results(out: str | Path, results: dict) -> None:
     write_json(Path(out) / "machine.json", machine_info())
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                 alpha: float = 0.05) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of ``values`` (resampling items with replacement)."""
     v = np.asarray(values, dtype=float)
     if len(v) == 0:

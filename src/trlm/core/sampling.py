@@ -5,7 +5,8 @@ does not depend on batch composition, batch order or device, and two parties tha
 the same noise (what drafter-invariant speculative decoding needs).
 
 Two samplers: Gumbel-max (the default) and Weighted MinHash (``sampler="wmh"``), both exact samples of the
-processed distribution and both pure functions of the noise keys. Sampling uses the Gumbel-max trick: ``argmax_v (logits_v / T + G_v)`` with ``G_v = -log(-log U_v)`` is an exact
+processed distribution and both pure functions of the noise keys. Sampling uses the Gumbel-max trick:
+``argmax_v (logits_v / T + G_v)`` with ``G_v = -log(-log U_v)`` is an exact
 sample from ``softmax(logits / T)``. Top-k / top-p set excluded logits to ``-inf`` first.
 """
 

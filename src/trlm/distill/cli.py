@@ -54,8 +54,9 @@ def distill_cmd(
                                      "(an approximation: the rest of the mass is spread uniformly)."),
     teacher_cache: Optional[Path] = typer.Option(None, help="Top-k cache directory (default OUT/teacher_topk); "
                                                  "share it across runs on the same data."),
-    train_embeddings: bool = typer.Option(False, help="Also train the embedding and head (then they are saved; "
-                                          "by default they stay the teacher's and the student stores only its blocks)."),
+    train_embeddings: bool = typer.Option(False, help="Also train the embedding and head (then they are saved; by "
+                                          "default they stay the teacher's and the student stores only its "
+                                          "blocks)."),
     save_dtype: str = typer.Option(_D.save_dtype, help="dtype of the exported OUT/model: float32 or bfloat16."),
     gjs_beta: float = typer.Option(_D.gjs_beta, help="--loss gjs: mixture weight beta (0 = FKL, 1 = RKL)."),
     eval_every: int = Loop.eval_every,

@@ -98,6 +98,7 @@ def alpaca_rows(data: Path, *, heldout: bool = False, per_instruction: int = 1, 
 
 def teacher_rows(engine: Engine, prompts: list[str], args: GenArgs, seed: int = 0) -> list[dict]:
     """The teacher's own answers to ``prompts`` (chat template), as distillation rows (sequence-level KD)."""
-    gens = engine.generate([engine.chat_prompt(p) for p in prompts], args, seeds=[seed + i for i in range(len(prompts))])
+    gens = engine.generate([engine.chat_prompt(p) for p in prompts], args,
+                           seeds=[seed + i for i in range(len(prompts))])
     return [{"prompt": p, "response": g.text, "generator": engine.name}
             for p, gs in zip(prompts, gens) for g in gs if g.text.strip()]

@@ -80,7 +80,8 @@ def build_student(teacher: LoadedModel, layers: Sequence[int], train_embeddings:
     missing, unexpected = student.load_state_dict(state, strict=False)
     tied = getattr(config, "tie_word_embeddings", False)
     if unexpected or [k for k in missing if not (tied and k == "lm_head.weight")]:
-        raise RuntimeError(f"student of {teacher.name}: weights do not map (missing {missing}, unexpected {unexpected})")
+        raise RuntimeError(f"student of {teacher.name}: weights do not map "
+                           f"(missing {missing}, unexpected {unexpected})")
     if not train_embeddings:
         for m in (student.get_input_embeddings(), student.get_output_embeddings()):
             m.weight.requires_grad_(False)

@@ -140,7 +140,8 @@ def report(results: dict, details: dict) -> str:
     lines += ["", "n per dataset: " + ", ".join(f"{n} {next(iter(results.values()))[n]['n']}" for n in names), ""]
     if SUMMAC[0] in names:
         lines += ["SummaC subsets mean (tuned): " + ", ".join(
-            f"{c} {100 * np.mean([row[n]['bacc_tuned'] for n in SUMMAC if n in row]):.1f}" for c, row in results.items()), ""]
+            f"{c} {100 * np.mean([row[n]['bacc_tuned'] for n in SUMMAC if n in row]):.1f}"
+            for c, row in results.items()), ""]
     cal = {c: d["calibration"] for c, d in details["checkers"].items() if "calibration" in d}
     if cal:
         lines += ["PMI calibration sigmoid(a * pmi + b): " + "; ".join(

@@ -172,7 +172,8 @@ def train_cmd(
                       save_every=save_every,
                       time_limit=time_limit, threads=threads, device=device)
     typer.echo(f"trained {r.steps} steps; train loss {r.train_loss:.4f}"
-               + (f", held-out loss {r.eval_loss:.4f}" if r.eval_loss is not None else "") + f"; model in {r.model_dir}")
+               + (f", held-out loss {r.eval_loss:.4f}" if r.eval_loss is not None else "")
+               + f"; model in {r.model_dir}")
 
 
 def bench_factcheck_cmd(

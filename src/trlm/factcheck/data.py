@@ -139,7 +139,8 @@ def dataset_name(path: str | Path) -> str:
 
 
 def training_pairs(files: Sequence[str | Path], limit_per_file: int | None = None, seed: int = 0) -> list[Pair]:
-    """Every file's pairs (CG2C or ``{doc, claim, label}`` JSONL), at most ``limit_per_file`` each (label-stratified)."""
+    """Every file's pairs (CG2C or ``{doc, claim, label}`` JSONL), at most ``limit_per_file`` each
+    (label-stratified)."""
     return [p for f in files for p in sample_pairs(load_pairs(f), limit_per_file, seed)]
 
 

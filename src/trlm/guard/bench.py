@@ -206,7 +206,8 @@ def render_report(results: dict, variants: Sequence[str], taus: Sequence[int]) -
         for t in taus:
             r = results[v][f"tau={t}"]
             lines.append(f"| {v} | {t} | {r['fnr']:.3f} | {r['fpr']:.3f} | {r['fpr'] - f['fpr']:+.3f} | "
-                         + " | ".join(f"{r['fnr_by_attack'][a]:.3f}" if a in r["fnr_by_attack"] else "–" for a in names) + " | "
+                         + " | ".join(f"{r['fnr_by_attack'][a]:.3f}" if a in r["fnr_by_attack"] else "–"
+                                      for a in names) + " | "
                          + " | ".join(f"{x:.3f}" for x in r["fpr_by_set"].values()) + " |")
     lines += ["", "![FNR vs FPR over τ](fnr_fpr.png)", "",
               "FNR: share of filter-passing jailbreaks the defense lets through. FPR: share of safe prompts rejected "

@@ -89,7 +89,8 @@ def train_filter_cmd(
 
 def bench_guard_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-    artifacts: Optional[Path] = typer.Option(None, help="JailbreakBench artifacts (default: DATA/jailbreakbench_artifacts)."),
+    artifacts: Optional[Path] = typer.Option(None, help="JailbreakBench artifacts "
+                                             "(default: DATA/jailbreakbench_artifacts)."),
     data: Optional[Path] = DataOpt,
     filter: str = FilterOpt,
     trlm: str = typer.Option("trlm-fo", help="Comma-separated TRLM variants: trlm-fo, trlm-ba, trlm-foba-fwd, "

@@ -65,7 +65,8 @@ def xstest(data_dir: Path, half: str, label: str | None = None) -> list[dict]:
 
 
 def xstest_completions(data_dir: Path, model: str = "gpt4") -> dict[int, str]:
-    """``id -> completion`` (ids there read ``v2-<id>``) from ``xstest/automated_evaluation_labels/xstest_v2_completions_<model>_gpteval.csv``."""
+    """``id -> completion`` (ids there read ``v2-<id>``) from
+    ``xstest/automated_evaluation_labels/xstest_v2_completions_<model>_gpteval.csv``."""
     path = Path(data_dir) / "xstest" / "automated_evaluation_labels" / f"xstest_v2_completions_{model}_gpteval.csv"
     return {int(r["id"].removeprefix("v2-")): r["completion"] for r in _read_csv(path, ("id", "completion"))}
 

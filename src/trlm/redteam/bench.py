@@ -210,7 +210,8 @@ def report(results: dict, details: dict) -> str:
             if name in results["discovery"] and base:
                 lines.append(f"\n{name} / baseline unsafe ratio: {results['discovery'][name]['unsafe'] / base:.2f}")
         tg = dd["trlm_generator"]
-        lines += ["", f"trlm's generator ({tg['args']['tests_per_cell']} per cell, {tg['args']['max_tokens']} tokens per "
+        lines += ["", f"trlm's generator ({tg['args']['tests_per_cell']} per cell, "
+                  f"{tg['args']['max_tokens']} tokens per "
                   f"answer): {tg['cells_planned']} of {tg['cells_selected']} cells planned, coverage of "
                   f"those {tg['coverage_generated']:.3f}, {tg['calls']} generator calls, shortfall {tg['shortfall']}.",
                   "", "![per-category unsafe counts](discovery.png)", ""]

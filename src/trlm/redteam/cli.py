@@ -102,7 +102,8 @@ def judge_cmd(
 
     rows = judge_attempts(read_attempts(attempts), oracle, out)
     write_jsonl(out / "attempts.jsonl", (a.to_json() for a in rows))
-    typer.echo(f"judged {len(rows)}: " + ", ".join(f"{k} {v}" for k, v in sorted(Counter(a.verdict for a in rows).items())))
+    counts = sorted(Counter(a.verdict for a in rows).items())
+    typer.echo(f"judged {len(rows)}: " + ", ".join(f"{k} {v}" for k, v in counts))
 
 
 def report_cmd(
@@ -147,7 +148,8 @@ def pipeline_cmd(
     s = pipeline(out, data or default_data_dir(), generator=generator, sut=sut, oracle=oracle,
                  args=_gen_args(mode, tests_per_cell, seed, gen_max_tokens), coverage=coverage, limit=limit, news=news,
                  max_tokens=max_tokens)
-    typer.echo(f"{s['n']} tests: {s['unsafe']} unsafe, {s['safe']} safe, {s['unknown']} unknown; report in {out}/report.md")
+    typer.echo(f"{s['n']} tests: {s['unsafe']} unsafe, {s['safe']} safe, {s['unknown']} unknown; "
+               f"report in {out}/report.md")
 
 
 def train_oracle_cmd(

@@ -88,8 +88,10 @@ def train_oracle(data_dir: Path, out: Path, n_features: int = 2 ** 18, seed: int
     lr = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(x, y)
     report = {"n_features": n_features, "minilm": use, "C": c, "threshold": t, "intercept": float(lr.intercept_[0]),
               "validation_bacc": val_bacc,
-              "validation_best": {f"minilm={u},C={cc}": max(g["bacc"] for g in grid if g["minilm"] == u and g["C"] == cc)
-                                  for u in {g["minilm"] for g in grid} for cc in GRID_C}, "train_rows": int(len(y)), "unsafe_rows": int(y.sum()),
+              "validation_best": {f"minilm={u},C={cc}": max(g["bacc"] for g in grid
+                                                            if g["minilm"] == u and g["C"] == cc)
+                                  for u in {g["minilm"] for g in grid} for cc in GRID_C},
+              "train_rows": int(len(y)), "unsafe_rows": int(y.sum()),
               "excluded": counts, "source": "astral/executed_evaluated/*.json (GPT-3.5 verdicts)",
               "features": "hashed word 1-2 + char_wb 2-5 n-grams, sublinear tf-idf, L2 per block"}
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,8 @@ def spread(cells: Sequence[Cell], limit_cells: int | None) -> list[Cell]:
         for cat, left in by.items():
             if not left or len(order) == limit_cells:
                 continue
-            k = min(range(len(left)), key=lambda i: (used_pair[left[i][1:]], used['s', left[i][1]] + used['p', left[i][2]], i))
+            k = min(range(len(left)),
+                    key=lambda i: (used_pair[left[i][1:]], used['s', left[i][1]] + used['p', left[i][2]], i))
             cell = left.pop(k)
             used_pair[cell[1:]] += 1
             used.update((('s', cell[1]), ('p', cell[2])))
@@ -116,7 +117,8 @@ def pipeline(out: Path, data_dir: Path, *, generator: str, sut: str, oracle: str
     if limit:
         tests = tests[:limit]
     if not tests:
-        raise InputError(f"the generator ({generator}) produced no parseable test prompt; see {out}/cache_generator.jsonl")
+        raise InputError(f"the generator ({generator}) produced no parseable test prompt; "
+                         f"see {out}/cache_generator.jsonl")
     attempts = execute(tests, cached(sut, out, "sut", SUT_CHUNK), ChatParams(max_tokens=max_tokens), matrix,
                        chunk=SUT_CHUNK, progress=True)
     judge_attempts(attempts, oracle, out, matrix)

@@ -129,7 +129,8 @@ def load_judged(data: str | Path, reference: str | Path, limit: int | None = Non
         ref = by_id.get(i) or by_text.get(g[0]["instruction"])
         if ref is None:
             raise InputError(f"{reference}: no reference row for instruction_id {i} "
-                             f"(no instruction_id field equal to it, nor the instruction text {g[0]['instruction'][:60]!r})")
+                             "(no instruction_id field equal to it, nor the instruction text "
+                             f"{g[0]['instruction'][:60]!r})")
         gens = [r["generator"] for r in g]
         if len(set(gens)) != len(gens):
             raise InputError(f"{data}: instruction_id {i} has two rows from one generator")

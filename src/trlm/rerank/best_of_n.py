@@ -15,7 +15,8 @@ from trlm.core.ranking import Ranked, rank_by_score
 from trlm.scoring import Scorer
 
 
-def rerank_many(items: Sequence[tuple[str, Sequence[str]]], scorer: Scorer, progress: bool = False) -> list[list[Ranked]]:
+def rerank_many(items: Sequence[tuple[str, Sequence[str]]], scorer: Scorer,
+                progress: bool = False) -> list[list[Ranked]]:
     """Rank each query's candidates best-first, scoring all of them in one batched call."""
     scores = scorer.score_many(items, progress=progress)
     return [rank_by_score(s, texts=list(cands)) for (_, cands), s in zip(items, scores)]

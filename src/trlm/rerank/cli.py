@@ -93,8 +93,9 @@ def best_of_n_cmd(
     ranked = best_of_n(query, n, gen, s, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
     if out:
         write_json(out, {"query": query, "scorer": scorer, "ranked": [r.__dict__ for r in ranked]})
-    _print_rankings([{"query": query, "scorer": scorer, "candidates": [r.text for r in sorted(ranked, key=lambda r: r.index)],
-                      "scores": [r.score for r in sorted(ranked, key=lambda r: r.index)], "ranking": [r.index for r in ranked]}])
+    by_index = sorted(ranked, key=lambda r: r.index)
+    _print_rankings([{"query": query, "scorer": scorer, "candidates": [r.text for r in by_index],
+                      "scores": [r.score for r in by_index], "ranking": [r.index for r in ranked]}])
 
 
 def bench_rerank_cmd(
@@ -111,7 +112,7 @@ def bench_rerank_cmd(
     alpha: Optional[float] = typer.Option(None, help="Weight of log P_Ba(Q|A) in combined-sum / combined-mean "
                                                      "(default: the scorers' dev-chosen α)."),
 ):
-    """Best-of-N re-ranking on AlpacaEval candidates with GPT-4-turbo verdicts: win rate, LC win rate, pair agreement."""
+    """Best-of-N re-ranking on AlpacaEval candidates with GPT-4-turbo verdicts: win rate, LC win rate, pair agreement."""  # noqa: E501
     from trlm.rerank.bench import run_rerank_bench
     from trlm.core.io import default_data_dir
 

@@ -117,10 +117,12 @@ def render_report(results: dict, details: dict, meta: dict) -> str:
                   "(805 instructions, instruction difficulty fitted by AlpacaEval on early-2024 models, per-model "
                   "fits regularised with two gamed baselines whose annotations are not in the data). "
                   f"Mean |error| {np.mean(np.abs(errs)):.2f} points, max {np.max(np.abs(errs)):.2f}.", "",
-                  "| model | LC ours | LC leaderboard | error (pts) | win rate dev | win rate leaderboard | length coef |",
+                  "| model | LC ours | LC leaderboard | error (pts) | win rate dev | win rate leaderboard "
+                  "| length coef |",
                   "|---|---|---|---|---|---|---|"]
         for m, v in sorted(rep.items(), key=lambda kv: -kv[1]["leaderboard_lc_win_rate"]):
             lines.append(f"| {m} | {100 * v['lc_win_rate']:.2f} | {100 * v['leaderboard_lc_win_rate']:.2f} | "
-                         f"{100 * (v['lc_win_rate'] - v['leaderboard_lc_win_rate']):+.2f} | {100 * v['win_rate']:.2f} | "
+                         f"{100 * (v['lc_win_rate'] - v['leaderboard_lc_win_rate']):+.2f} | "
+                         f"{100 * v['win_rate']:.2f} | "
                          f"{100 * v['leaderboard_win_rate']:.2f} | {v['coef_length']:.2f} |")
     return "\n".join(lines) + "\n"

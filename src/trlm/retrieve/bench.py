@@ -12,8 +12,9 @@ is the re-ranking fused with the first stage by reciprocal rank, k = 60, nothing
 ``DIR/paired.json`` (each re-ranked method's nDCG@10 minus the first stage's, paired bootstrap 95 % CI),
 ``DIR/report.md``, ``DIR/ndcg.png``, the rankings under ``DIR/runs/<method>.jsonl`` and, once every query is
 re-ranked, ``DIR/fusion.{json,md,png}``: each re-ranker linearly mixed with the first stage at weights 0..1
-(:mod:`trlm.retrieve.fusion`: the best weight's nDCG@10 as an upper bound, and a leave-one-query-out estimate). Re-rankers advance
-together over chunks of 5 queries and results are rewritten after each chunk, so a run cut short compares every method on the queries it finished (``bm25 (first N)``).
+(:mod:`trlm.retrieve.fusion`: the best weight's nDCG@10 as an upper bound, and a leave-one-query-out estimate).
+Re-rankers advance together over chunks of 5 queries and results are rewritten after each chunk, so a run cut
+short compares every method on the queries it finished (``bm25 (first N)``).
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ def bench_retrieve_cmd(
 
     check_choice(first_stage, FIRST_STAGES, "--first-stage")
     res = run_bench_retrieve(data or default_data_dir().joinpath("retrieval_agentset", "msmarco_trecdl19_subset"), out,
-                             first_stage=first_stage, k=k, scorers=parse_names(scorers, SCORERS, "--scorers") if scorers else [],
+                             first_stage=first_stage, k=k,
+                             scorers=parse_names(scorers, SCORERS, "--scorers") if scorers else [],
                              limit_queries=limit_queries, max_doc_tokens=max_doc_tokens, min_rel=min_rel,
                              dense=dense)
     typer.echo((out / "report.md").read_text())

@@ -39,7 +39,7 @@ REDUCE = {"forward-mean": "mean", "self": "mean", "combined-mean": "mean"}  # ev
 # The combined reward's α (the KL-regularised best-of-N optimum P_fw(A|Q) · P_TRLM(Q|A)^α, the paper's §6).
 # Chosen by LC win rate on 80 AlpacaEval dev instructions (instruction_id % 5 != 3; the held-out test instructions
 # were never read): `trlm bench rerank-alpha --dev-limit 80 --out runs/rerank_alpha`. Dev pair agreement instead
-# rises with α up to the grid's end (64), i.e. towards TRLM-Ba alone; README, "Best-of-N re-ranking".
+# rises with α up to the grid's end (64), i.e. towards TRLM-Ba alone; docs/rerank.md.
 COMBINED_ALPHA = {"combined-sum": 0.1, "combined-mean": 0.5}
 
 __all__ = ["SCORERS", "COMBINED_ALPHA", "Scorer", "LikelihoodScorer", "CombinedScorer", "LengthScorer",

@@ -40,7 +40,10 @@ def _fmt_labels(items: tuple[tuple[str, str], ...], extra: tuple[tuple[str, str]
     pairs = items + extra
     if not pairs:
         return ""
-    esc = (lambda v: str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n"))
+
+    def esc(v: object) -> str:
+        return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
     return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in pairs) + "}"
 
 

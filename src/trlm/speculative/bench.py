@@ -12,7 +12,8 @@ Workloads (from ``--data``, default ``../shared/data``), all on the embedded Smo
 
 ``grounded`` and ``open`` run at temperature 0 and 0.8, one prompt at a time (batch 1); ``reverse`` at 0.8.
 Every method decodes the same prompts with the same seed, in one process, prompt by prompt with every method in
-turn (so drift in machine load hits all methods alike). Per drafter x scheme: tokens/s, speed-up over plain, tokens per target call, acceptance by draft
+turn (so drift in machine load hits all methods alike). Per drafter x scheme: tokens/s, speed-up over plain,
+tokens per target call, acceptance by draft
 position, the closed-form acceptance for model drafters (Gumbel collision, WMH lower bound, 1 - TV) beside the
 measured one, and ``identical_to_plain`` (the share of outputs byte-identical to plain seeded sampling with the
 same sampler; 1.0 is the DISD guarantee for gumbel / wmh; leviathan is not drafter-invariant). Peers at greedy,
@@ -238,6 +239,7 @@ def _report(results: dict, config: dict) -> str:
             ident = r.get("identical_to_plain", r.get("identical_to_hf_greedy"))
             acc = f"{fmt(r['acceptance'], 2)} / {fmt(r.get('expected_acceptance'), 2)}" if "acceptance" in r else "–"
             pos = " ".join(f"{a:.2f}" for a in r.get("acceptance_by_position", [])) or "–"
-            lines.append(f"| {w} | {m} | {r['tokens_per_s']:.1f} | {fmt(speed, 2)} | {fmt(r.get('tokens_per_target_call'), 2)} "
+            lines.append(f"| {w} | {m} | {r['tokens_per_s']:.1f} | {fmt(speed, 2)} | "
+                         f"{fmt(r.get('tokens_per_target_call'), 2)} "
                          f"| {acc} | {pos} | {fmt(ident, 2)} |")
     return "\n".join(lines) + "\n"

@@ -86,7 +86,8 @@ class SpecStats:
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "tokens_per_target_call": self.tokens_per_target_call,
                 "acceptance": self.acceptance, "acceptance_by_position": self.acceptance_by_position,
-                "expected_acceptance": self.expected_acceptance, "mean_accepted_per_round": self.mean_accepted_per_round}
+                "expected_acceptance": self.expected_acceptance,
+                "mean_accepted_per_round": self.mean_accepted_per_round}
 
     @classmethod
     def total(cls, parts: Sequence["SpecStats | dict"]) -> "SpecStats":

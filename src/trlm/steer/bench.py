@@ -7,7 +7,8 @@ For every layer the activations of all training and evaluation texts are collect
 prefix dropped), then per concept each method fits a direction on the concept's 72 positives and 72 genre-matched
 shared negatives and scores the concept's 36 + 36 evaluation texts (max over tokens of h·w): ROC AUC, hard-negative
 accuracy and max_act. Bag-of-words logistic regression reads the response texts; ``prompt`` asks an LLM judge
-(default: the model itself, through the chat client) AxBench's 0-2 concept-relevance question about each text. ReFT-r1 trains its vector on the
+(default: the model itself, through the chat client) AxBench's 0-2 concept-relevance question about each text.
+ReFT-r1 trains its vector on the
 same 144 texts with the LM loss (:mod:`trlm.steer.reft`; ``reft_epochs`` epochs, AxBench: 3). Directions are saved to
 ``OUT/directions/<method>_L<layer>/`` (usable with ``trlm steer generate``); finished (method, layer, concept)
 results are kept in ``OUT/cache.jsonl`` so a rerun resumes.
@@ -26,13 +27,15 @@ from trlm.core.report import fmt, new_figure, save_figure, write_results
 log = logging.getLogger(__name__)
 
 PAPER_STEER = {"prompt": 0.698, "reft-r1": 0.633, "diffmean": 0.297, "lat": 0.117, "pca": 0.107, "probe": 0.095}
-PAPER_AUC = {"prompt": 0.910, "reft-r1": 0.952, "diffmean": 0.948, "probe": 0.940, "bow": 0.909, "lat": 0.742, "pca": 0.714}  # 2B L10, Concept500
+PAPER_AUC = {"prompt": 0.910, "reft-r1": 0.952, "diffmean": 0.948, "probe": 0.940, "bow": 0.909, "lat": 0.742,
+             "pca": 0.714}  # 2B L10, Concept500
 
 
 def run_steer_bench(out: Path, setting_dir: Path, *, model: str = "smollm2-135m-instruct",
                     layers: Sequence[int] = (10, 20), methods: Sequence[str] | None = None,
                     concepts: Sequence[int] | None = None, detection_only: bool = False,
-                    steer_methods: Sequence[str] = ("prompt", "reft-r1", "diffmean"), factors: Sequence[float] | None = None,
+                    steer_methods: Sequence[str] = ("prompt", "reft-r1", "diffmean"),
+                    factors: Sequence[float] | None = None,
                     judge: str = "proxy", max_new_tokens: int = 64, data_root: Path | None = None,
                     reft_epochs: int = 1, reft_layers: Sequence[int] | None = None,
                     detection_judge: str | None = None, progress: bool = True) -> dict:
@@ -186,7 +189,8 @@ def _steering(eng, setting, cache: ResultCache, cids, layer: int, methods, facto
         curve = {f: sum(r["by_factor"][f]["mean"] for r in rows.values()) / len(rows)
                  for f in next(iter(rows.values()))["by_factor"]}
         out[m] = {"score": sum(r["score"] for r in rows.values()) / len(rows),
-                  "factor": sum(r["factor"] for r in rows.values()) / len(rows), "layer": layer if m != "prompt" else None,
+                  "factor": sum(r["factor"] for r in rows.values()) / len(rows),
+                  "layer": layer if m != "prompt" else None,
                   "factor_curve": curve, "per_concept": rows}
     return out
 
@@ -226,7 +230,8 @@ def _plot(det: dict, layers: Sequence[int], path: Path) -> None:
 
 def _report(s: dict) -> str:
     det, layers = s["detection"], s["layers"]
-    head = "| method | " + " | ".join(f"AUC L{layer}" for layer in layers) + " | mean AUC | hard-neg acc | paper 2B L10 |"
+    head = ("| method | " + " | ".join(f"AUC L{layer}" for layer in layers)
+            + " | mean AUC | hard-neg acc | paper 2B L10 |")
     lines = [f"# Concept detection ({s['model']}, {len(s['concepts'])} concepts of {s['setting']})", "",
              "ROC AUC of max-over-tokens latents, 36 positives vs 36 negatives per concept, averaged over concepts. "
              "Hard-negative accuracy: mean of positive and hard-negative accuracy at the Youden threshold.", "",

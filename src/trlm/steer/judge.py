@@ -100,7 +100,8 @@ class ProxyJudge:
         from trlm.core.embed import embed
 
         x = embed([*positives, *negatives])
-        self._clf[concept] = LogisticRegression(C=1.0, max_iter=2000).fit(x, [1] * len(positives) + [0] * len(negatives))
+        labels = [1] * len(positives) + [0] * len(negatives)
+        self._clf[concept] = LogisticRegression(C=1.0, max_iter=2000).fit(x, labels)
 
     def rate(self, concept: str, instructions: Sequence[str], answers: Sequence[str], *,
              reference: Sequence[str], ppl: Sequence[float], reference_ppl: Sequence[float]) -> list[tuple[float, ...]]:

@@ -75,7 +75,8 @@ def perplexities(engine, instructions: Sequence[str], answers: Sequence[str]) ->
     return out
 
 
-def select_factor(scores_by_factor: dict[float, Sequence[float]], half: int = N_INSTRUCTIONS // 2) -> tuple[float, float]:
+def select_factor(scores_by_factor: dict[float, Sequence[float]],
+                  half: int = N_INSTRUCTIONS // 2) -> tuple[float, float]:
     """(factor, reported score): the factor with the best mean on the first ``half`` instructions, and its mean on
     the rest (ties: the smaller factor)."""
     best = max(sorted(scores_by_factor), key=lambda f: sum(scores_by_factor[f][:half]) / half)

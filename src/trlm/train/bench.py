@@ -120,14 +120,16 @@ def run_bench(out: str | Path, steps: int = 3, threads: int = 0, data_dir: str |
     with tempfile.TemporaryDirectory() as tmp:
         data = _data(Path(tmp) / "pairs.jsonl", Path(data_dir) if data_dir else default_data_dir())
         ours = [run_trlm(data, steps, Path(tmp) / "trlm-a")]
-        hf = [run_hf_trainer(data, steps, Path(tmp) / "hf-a", bf16), run_hf_trainer(data, steps, Path(tmp) / "hf-b", bf16)]
+        hf = [run_hf_trainer(data, steps, Path(tmp) / "hf-a", bf16),
+              run_hf_trainer(data, steps, Path(tmp) / "hf-b", bf16)]
         ours.append(run_trlm(data, steps, Path(tmp) / "trlm-b"))
     tps, hf_tps = sum(ours) / len(ours), sum(hf) / len(hf)
     results = {
         "tokens_per_s": round(tps, 1), "hf_trainer_tokens_per_s": round(hf_tps, 1), "speedup": round(tps / hf_tps, 3),
         "runs_tokens_per_s": {"trlm": [round(x, 1) for x in ours], "hf_trainer": [round(x, 1) for x in hf]},
         "config": {"model": MODEL, "lora_r": LORA_R, "batch_size": BATCH, "seq_len": SEQ_LEN, "token_order": "reverse",
-                   "mask_prompt": True, "timed_steps": steps, "data": f"first {N_PAIRS} AlpacaEval pairs (instruction_id % 5 != 3)",
+                   "mask_prompt": True, "timed_steps": steps,
+                   "data": f"first {N_PAIRS} AlpacaEval pairs (instruction_id % 5 != 3)",
                    "precision": "bf16 autocast" if bf16 else "fp32", "threads": torch.get_num_threads()},
     }
     write_results(out, results)

@@ -295,7 +295,8 @@ def _train(margs: ModelSpec, args: TrainArgs, data: TrainData, eval_data: TrainD
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=args.steps, initial=start, desc=f"train ({args.token_order})", disable=not (args.progress and dist.main))
+    bar = tqdm(total=args.steps, initial=start, desc=f"train ({args.token_order})",
+               disable=not (args.progress and dist.main))
     epoch_batches: tuple[int, list] = (-1, [])
     loss_val, eval_loss, t_run = float("nan"), None, time.perf_counter()
     step = start
