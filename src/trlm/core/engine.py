@@ -1,16 +1,9 @@
-"""The engine: one scoring primitive and one generation primitive over a causal LM, in any token order.
+"""The in-process engine: the :class:`~trlm.core.base.BaseEngine` contract over a PyTorch causal LM.
 
-Requests are always written in **forward reading order**: a ``context`` and a ``continuation`` whose
-log-probability is wanted. The engine owns tokenisation and reversal, so callers never reverse anything:
-
-* ``forward``  model input ``[start] + tok(context) + tok(continuation)``; the continuation tokens are scored.
-* ``reverse``  model input ``[start] + rev(tok(context)) + rev(tok(continuation))`` — the TRLM-Ba score
-  ``log P_Ba(Reverse(SP+Q) | Reverse(CP+A))`` with ``context = CP+A`` and ``continuation = SP+Q``.
-
-Context and continuation are tokenised separately so that the boundary is exact; whitespace at the join
-belongs to the piece that comes second in the model's reading order (the continuation for forward scoring,
-the context for reverse scoring), as BPE tokenisers glue a leading space to the next word. ``start`` is the
-tokenizer's BOS (else EOS); it is not added twice when the context already begins with it (chat templates).
+It adds what only a model in this process has: batched scoring with a shared-prefix KV cache, the decoding steps
+(:meth:`Engine.prefill`, :meth:`Engine.decode_step`, :meth:`Engine.sample`) that plain and speculative decoding
+run on, and hidden states for steering. Tokenisation, token order and the generation outer loop are the
+contract's (:mod:`trlm.core.base`), shared with the served engine (:mod:`trlm.core.remote`).
 
     >>> eng = Engine.load("smollm2-135m-instruct")
     >>> [r.logprob for r in eng.loglikelihood([Request("The capital of France is", " Paris")])]
@@ -22,13 +15,13 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from dataclasses import dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Literal, Sequence
 
 import torch
 
+from trlm.core.base import BaseEngine, GenRow, _Item, progress_bar
 from trlm.core.checkpoint import ModelError
-from trlm.core.models import LoadedModel, decoder_layers, load_model
+from trlm.core.models import LoadedModel, decoder_layers, is_served, load_model
 from trlm.core.sampling import sample_next, wmh_sample_logits
 from trlm.core.schema import DecodeState, Direction, GenArgs, Generation, LogLik, Request
 
@@ -37,18 +30,10 @@ log = logging.getLogger(__name__)
 __all__ = ["DecodeState", "Engine", "GenArgs", "Generation", "LogLik", "Request"]
 
 
-@dataclass
-class _Item:
-    index: int
-    prefix: list[int]  # model-order ids before the scored / generated part
-    target: list[int] = field(default_factory=list)  # model-order ids to score
-    sample: int = 0  # generation: which of the prompt's n samples
-    seed: int = 0  # generation: the prompt's seed
+class Engine(BaseEngine):
+    """Batched log-likelihood and generation over one :class:`~trlm.core.models.LoadedModel`."""
 
-
-
-class Engine:
-    """Batched log-likelihood and generation over one :class:`~trlm.models.LoadedModel`."""
+    in_process = True
 
     def __init__(self, lm: LoadedModel, *, max_batch_tokens: int | None = None, max_batch_size: int = 64,
                  max_length: int | None = None, max_gen_batch_tokens: int | None = None):
@@ -66,15 +51,7 @@ class Engine:
         self.max_batch_size = max_batch_size
         cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_length = max_length or cfg_len
-        tok = self.tokenizer
-        self.start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        if self.start_id is None:
-            raise ModelError(f"{lm.name}: tokenizer has neither a BOS nor an EOS token to start sequences with")
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.start_id
-        eos = {tok.eos_token_id}
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        eos |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else {gen_eos}
-        self.eos_ids = sorted(e for e in eos if e is not None)
+        self._init_special_tokens(getattr(getattr(self.model, "generation_config", None), "eos_token_id", None))
 
     @classmethod
     def load(cls, name_or_path: str, **kwargs) -> "Engine":
@@ -94,84 +71,6 @@ class Engine:
     @property
     def device(self) -> torch.device:
         return self.lm.device
-
-    def supports(self, direction: Direction) -> bool:
-        return self.token_order in (direction, "both")
-
-    def resolve_direction(self, direction: str | None) -> Direction:
-        """The reading direction for a call; a mismatch with the model's token order is an error."""
-        if direction is None:
-            if self.token_order == "both":
-                raise ModelError(f"{self.name} was trained in both token orders: pass direction='forward' or 'reverse'")
-            return self.token_order  # type: ignore[return-value]
-        if direction not in ("forward", "reverse"):
-            raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
-        if not self.supports(direction):  # type: ignore[arg-type]
-            raise ModelError(f"{self.name} has token order {self.token_order!r}; it cannot be used in the "
-                             f"{direction!r} direction. Use a {direction}-order (or 'both') checkpoint.")
-        return direction  # type: ignore[return-value]
-
-    # ------------------------------------------------------------------ tokenisation (the only place)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def truncate(self, text: str, max_tokens: int, keep: Literal["start", "end"] = "start") -> str:
-        """Cut ``text`` to at most ``max_tokens`` tokens, keeping its start (or end)."""
-        ids = self.encode(text)
-        if len(ids) <= max_tokens:
-            return text
-        return self.decode(ids[:max_tokens] if keep == "start" else ids[-max_tokens:])
-
-    def chat_prompt(self, user: str, system: str | None = None, assistant_prefix: str = "") -> str:
-        """The model's chat template around one user turn, ready for the assistant's reply."""
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        return self.render_chat(msgs) + assistant_prefix
-
-    def render_chat(self, messages: Sequence[dict]) -> str:
-        """The model's chat template over a conversation, ready for the assistant's reply."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ModelError(f"{self.name} has no chat template; use a plain-text prompt instead")
-        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-
-    def _split_ws(self, context: str, continuation: str, d: Direction) -> tuple[str, str]:
-        if d == "forward":
-            stripped = context.rstrip()
-            return stripped, context[len(stripped):] + continuation
-        stripped = continuation.rstrip()
-        return continuation[len(stripped):] + context, stripped
-
-    def _with_start(self, ids: list[int]) -> list[int]:
-        return ids if ids[:1] == [self.start_id] else [self.start_id, *ids]
-
-    def _encode_request(self, req: Request, d: Direction, truncate: str, i: int) -> _Item:
-        if not isinstance(req.continuation, str) or not req.continuation.strip():
-            raise ValueError(f"request {i}: continuation is empty; there is nothing to score")
-        ctx, cont = self._split_ws(req.context, req.continuation, d)
-        ctx_ids, cont_ids = self.encode(ctx), self.encode(cont)
-        if d == "reverse":
-            ctx_ids, cont_ids = ctx_ids[::-1], cont_ids[::-1]
-        prefix = self._with_start(ctx_ids) if d == "forward" else [self.start_id, *ctx_ids]
-        over = len(prefix) + len(cont_ids) - self.max_length
-        if over > 0:
-            if truncate != "context" or over >= len(prefix) - 1:
-                raise ValueError(f"request {i}: {len(prefix) + len(cont_ids)} tokens exceed the model's context "
-                                 f"window of {self.max_length} (continuation {len(cont_ids)} tokens); shorten it"
-                                 + ("" if truncate == "context" else " or pass truncate='context'"))
-            # drop context tokens farthest from the continuation (forward: its start; reverse: the far end)
-            body = prefix[1:]
-            # both orders: body[0] is the context token farthest from the continuation
-            prefix = [prefix[0], *body[over:]]
-        return _Item(i, prefix, cont_ids)
-
-    def encode_request(self, req: Request, direction: str | None = None,
-                       truncate: Literal["error", "context"] = "error") -> tuple[list[int], list[int]]:
-        """(prefix, target) token ids in model order, exactly as :meth:`loglikelihood` feeds them."""
-        it = self._encode_request(req, self.resolve_direction(direction), truncate, 0)
-        return it.prefix, it.target
 
     # ------------------------------------------------------------------ scoring
 
@@ -199,7 +98,7 @@ class Engine:
             groups.setdefault(tuple(it.prefix), []).append(it)
         shared = [g for g in groups.values() if len(g) > 1 and len(g[0].prefix) > 1]
         singles = [it for g in groups.values() if not (len(g) > 1 and len(g[0].prefix) > 1) for it in g]
-        bar = _progress(len(items), "scoring", progress)
+        bar = progress_bar(len(items), "scoring", progress)
         for group in shared:
             for it, ll in self._score_shared_prefix(group, return_tokens):
                 results[it.index] = ll
@@ -212,21 +111,6 @@ class Engine:
         if d == "reverse" and return_tokens:
             results = [LogLik(r.logprob, r.num_tokens, r.is_greedy, r.token_logprobs[::-1]) for r in results]
         return results  # type: ignore[return-value]
-
-    def _batches(self, items: list[_Item], length, budget: int | None = None) -> Iterable[list[_Item]]:
-        """Descending length, cut by a token budget (default ``max_batch_tokens``; so an out-of-memory error
-        happens on the first batch)."""
-        budget = budget or self.max_batch_tokens
-        items = sorted(items, key=length, reverse=True)
-        batch: list[_Item] = []
-        for it in items:
-            longest = length(batch[0]) if batch else length(it)
-            if batch and ((len(batch) + 1) * longest > budget or len(batch) >= self.max_batch_size):
-                yield batch
-                batch = []
-            batch.append(it)
-        if batch:
-            yield batch
 
     def _gather(self, logits: torch.Tensor, targets: torch.Tensor, n: int, return_tokens: bool) -> LogLik:
         """logits (n, V) predicting targets (n,) -> LogLik."""
@@ -309,7 +193,7 @@ class Engine:
         handles = [blocks[l].register_forward_hook(grab(l)) for l in layers]
         out: list[dict[int, torch.Tensor] | None] = [None] * len(seqs)
         items = [_Item(i, list(s)) for i, s in enumerate(seqs)]
-        bar = _progress(len(items), "activations", progress)
+        bar = progress_bar(len(items), "activations", progress)
         try:
             for batch in self._batches(items, lambda it: len(it.prefix)):
                 ids, mask, pos = self._left_pad([it.prefix for it in batch])
@@ -348,58 +232,7 @@ class Engine:
         kw = dict(seed=seed, seq=sample, pos=step, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
         return wmh_sample_logits(logits, **kw) if args.sampler == "wmh" else sample_next(logits, **kw)
 
-    def encode_prompt(self, prompt: str, direction: str | None = None) -> list[int]:
-        """Model-order ids of a generation prompt: ``[start] + tok(prompt)`` (reversed for a reverse model)."""
-        d = self.resolve_direction(direction)
-        ids = self.encode(prompt)
-        return self._with_start(ids) if d == "forward" else [self.start_id, *ids[::-1]]
-
-    # ------------------------------------------------------------------ generation
-
     @torch.inference_mode()
-    def generate(
-        self,
-        prompts: Sequence[str],
-        args: GenArgs = GenArgs(),
-        *,
-        direction: str | None = None,
-        seeds: Sequence[int] | None = None,
-        progress: bool = False,
-    ) -> list[list[Generation]]:
-        """``args.n`` samples per prompt; returns one list of :class:`Generation` per prompt.
-
-        For the reverse direction the prompt is the text that *follows* what is generated (e.g. ``CP + A``): the
-        model reads it reversed, and the sampled tokens are flipped back into forward reading order. Sample ``j``
-        of a prompt draws its token at step ``t`` with noise keyed by ``(seed, j, t, token)``, where ``seed`` is
-        ``seeds[i]`` (default ``args.seed`` for every prompt). So a prompt's samples depend on the prompt, its
-        seed and the settings only — not on the other prompts of the call, their order, or the batch size.
-        """
-        d = self.resolve_direction(direction)
-        return self.run_generation(prompts, args, d, seeds, self._generate_batch, progress)
-
-    def run_generation(self, prompts: Sequence[str], args: GenArgs, d: Direction, seeds: Sequence[int] | None,
-                       run_batch, progress: bool = False, desc: str = "generating") -> list[list[Generation]]:
-        """Encode prompts into one row per (prompt, sample), batch the rows by a token budget, and call
-        ``run_batch(rows, args, d) -> [Generation]`` on each batch (plain or speculative decoding)."""
-        if seeds is not None and len(seeds) != len(prompts):
-            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts; pass one seed per prompt")
-        items = []
-        for i, p in enumerate(prompts):
-            ids = self.encode_prompt(p, d)
-            if len(ids) + args.max_new_tokens > self.max_length:
-                raise ValueError(f"prompt {i}: {len(ids)} tokens + max_new_tokens {args.max_new_tokens} exceed the "
-                                 f"context window of {self.max_length}")
-            seed = args.seed if seeds is None else int(seeds[i])
-            items += [_Item(i * args.n + j, ids, sample=j, seed=seed) for j in range(args.n)]
-        out: list[Generation | None] = [None] * len(items)
-        bar = _progress(len(items), desc, progress)
-        for batch in self._batches(items, lambda it: len(it.prefix) + args.max_new_tokens, self.max_gen_batch_tokens):
-            for it, g in zip(batch, run_batch(batch, args, d)):
-                out[it.index] = g
-            bar.update(len(batch))
-        bar.close()
-        return [out[i * args.n:(i + 1) * args.n] for i in range(len(prompts))]  # type: ignore[misc]
-
     def _generate_batch(self, batch: list[_Item], args: GenArgs, d: Direction) -> list[Generation]:
         B = len(batch)
         # samples of one prompt share its prefill: run each distinct prompt once, then copy its cache rows
@@ -411,55 +244,39 @@ class Engine:
             state.select(owner)
         seed = torch.tensor([it.seed for it in batch], dtype=torch.long, device=self.device)
         sample = torch.tensor([it.sample for it in batch], dtype=torch.long, device=self.device)
-        eos = torch.tensor(self.eos_ids, device=self.device)
-        gen: list[list[int]] = [[] for _ in range(B)]
-        lps = [0.0] * B
-        reason: list[str | None] = [None] * B
+        rows = [GenRow(self, args, d) for _ in batch]
         for step in range(args.max_new_tokens):
             tok = self.sample(logits, args, seed, sample, torch.full((B,), step, dtype=torch.long, device=self.device))
             tok_lp = logits.float().log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
-            is_eos = torch.isin(tok, eos)
-            for b in range(B):
-                if reason[b] is not None:
-                    continue
-                if bool(is_eos[b]):
-                    reason[b] = "eos"
-                    continue
-                gen[b].append(int(tok[b]))
-                lps[b] += float(tok_lp[b])
-                if args.stop and self.cut_stop(gen[b], args.stop, d)[1]:
-                    reason[b] = "stop"
-            if all(r is not None for r in reason) or step == args.max_new_tokens - 1:
+            for row, t, lp in zip(rows, tok.tolist(), tok_lp.tolist()):
+                row.commit(t, lp)
+            if all(r.reason is not None for r in rows):
                 break  # (no forward after the last token: nothing would read its logits)
             logits = self.decode_step(state, tok[:, None])[:, -1]
-        return [self.finish(gen[b], lps[b], reason[b] or "length", args, d) for b in range(B)]
-
-    def finish(self, ids: list[int], logprob: float, reason: str, args: GenArgs, direction: Direction) -> Generation:
-        """A :class:`Generation` from generated model-order ids: text cut at a stop string, ids in reading order."""
-        text, _ = self.cut_stop(ids, args.stop, direction)
-        return Generation(text, tuple(ids[::-1] if direction == "reverse" else ids), logprob, reason)  # type: ignore[arg-type]
-
-    def cut_stop(self, ids: list[int], stop: Sequence[str], d: Direction) -> tuple[str, bool]:
-        """Text of generated ids in reading order, cut at the first stop string in generation order."""
-        text = self.decode(ids[::-1] if d == "reverse" else ids)
-        hits = [(text.find(s), s) for s in stop if s in text] if d == "forward" else \
-               [(text.rfind(s), s) for s in stop if s in text]
-        if not hits:
-            return text, False
-        if d == "forward":
-            i, _ = min(hits)
-            return text[:i], True
-        i, s = max(hits, key=lambda h: h[0] + len(h[1]))
-        return text[i + len(s):], True
+        return [r.result() for r in rows]
 
 
-@functools.lru_cache(maxsize=4)
-def get_engine(model: str, device: str | None = None, dtype: str | None = "auto") -> Engine:
-    """Engines shared within one process (one copy of each model in memory) by scorers, judges and clients."""
+def load_engine(model: str, device: str | None = None, dtype: str | None = "auto") -> BaseEngine:
+    """The engine for a model reference: in-process for a name, directory, ``.gguf`` or hub id; served for a
+    vLLM server's URL (``http://host:port/v1``, ``#NAME`` for one of several: :class:`~trlm.core.remote.RemoteEngine`,
+    whose ``device`` and ``dtype`` are the server's business)."""
+    if is_served(model):
+        from trlm.core.remote import RemoteEngine
+
+        return RemoteEngine.connect(model)
     return Engine.load(model, device=device, dtype=dtype)
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+@functools.lru_cache(maxsize=4)
+def get_engine(model: str, device: str | None = None, dtype: str | None = "auto") -> BaseEngine:
+    """:func:`load_engine`, shared within one process (one copy of each model in memory) by scorers, judges
+    and clients."""
+    return load_engine(model, device, dtype)
 
-    return tqdm(total=total, desc=desc, disable=not enabled or total < 2, leave=False)
+
+def require_in_process(engine: BaseEngine, what: str) -> "Engine":
+    """``engine`` if its weights are in this process; else a one-line error saying ``what`` needs them."""
+    if not engine.in_process:
+        raise ModelError(f"{what} needs the model's weights in this process, and {engine.name} is a served model: "
+                         "pass an embedded name, a shipped model or a model directory instead")
+    return engine  # type: ignore[return-value]

@@ -144,8 +144,17 @@ def _materialise_embedded(spec: EmbeddedModel) -> Path:
     return target
 
 
+def is_served(name_or_path: str) -> bool:
+    """A served model is named by its OpenAI-compatible base URL (``http://host:port/v1``, optional ``#NAME``)."""
+    return isinstance(name_or_path, str) and name_or_path.startswith(("http://", "https://"))
+
+
 def resolve_path(name_or_path: str) -> tuple[Path | None, str]:
     """Map a model reference to (local directory or file, kind)."""
+    if is_served(name_or_path):
+        raise ModelError(f"{name_or_path} is a served model; this needs the weights in this process (speculative "
+                         "decoding, steering, hidden states, training and distillation do): pass an embedded name, "
+                         "a shipped model or a model directory instead (scoring and plain generation take the URL)")
     if name_or_path in EMBEDDED:
         return _materialise_embedded(EMBEDDED[name_or_path]), "embedded"
     shipped = shipped_models()
@@ -245,6 +254,28 @@ def _load_sharing(path: Path, meta: dict, dtype: torch.dtype):
     # a shipped student may leave out the tokenizer too: it is the donor's by construction
     tok = AutoTokenizer.from_pretrained(str(path)) if (path / "tokenizer_config.json").exists() else donor_lm.tokenizer
     return model.to(dtype=dtype), tok
+
+
+def export_model(name_or_path: str, out: str | Path | None = None) -> Path:
+    """One full checkpoint directory for a model (weights, config, tokenizer, ``trlm.json`` with its token order)
+    that any engine loads as it is — vLLM included: a LoRA adapter (the shipped reverse models) is merged into its
+    base, a student saved without its shared tensors gets them back. A model that already is such a directory (an
+    embedded model's cache, a plain HF directory) is returned unchanged unless ``out`` is given. Default ``out``:
+    ``$TRLM_CACHE/export/<name>`` (written once, then reused)."""
+    path, kind = resolve_path(name_or_path)
+    meta = (read_meta(path) if path is not None and path.is_dir() else None) or {}
+    whole = path is not None and path.is_dir() and not meta.get("adapter") and not meta.get("shared_from") \
+        and (path / "config.json").exists() and (path / "tokenizer_config.json").exists()
+    if whole and out is None:
+        return path
+    target = Path(out) if out is not None else cache_dir() / "export" / Path(name_or_path).name
+    if out is None and (target / META_FILE).exists():
+        return target
+    lm = load_model(name_or_path, device="cpu", dtype=torch.float32)
+    keep = {k: v for k, v in lm.meta.items()
+            if k not in ("format_version", "token_order", "adapter", "shared_from", "shared_tensors")}
+    log.warning("exporting %s as one checkpoint directory: %s", name_or_path, target)
+    return save_pretrained(lm.model, lm.tokenizer, target, lm.token_order, **keep, exported_from=name_or_path)
 
 
 def list_models() -> list[dict]:

@@ -178,3 +178,10 @@ def wmh_sample_logits(logits: torch.Tensor, *, seed: int | torch.Tensor, seq: to
         return logits.argmax(-1)
     probs = (filter_logits(logits, top_k, top_p) / temperature).to(torch.float64).softmax(-1)  # (B, V)
     return wmh_sample(probs, seed=seed, seq=seq, pos=pos, **wmh_kw)
+
+
+def sampling_probs(logits: torch.Tensor, args) -> torch.Tensor:
+    """The distribution the coupled sampler draws from: softmax(filter(logits) / T) in float64 (one-hot at T=0)."""
+    if args.temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(torch.float64)
+    return (filter_logits(logits, args.top_k, args.top_p) / args.temperature).to(torch.float64).softmax(-1)

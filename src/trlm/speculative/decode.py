@@ -30,9 +30,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
+from trlm.core.base import GenRow
+from trlm.core.engine import require_in_process
+from trlm.core.sampling import sampling_probs
 from trlm.core.schema import GenArgs, Generation
 from trlm.speculative.coupling import gumbel_collision_fast, leviathan_verify, optimal_collision, wmh_lower_bound
-from trlm.speculative.drafters import Drafter, NgramDrafter, sampling_probs, make_drafter
+from trlm.speculative.drafters import Drafter, NgramDrafter, make_drafter
 
 if TYPE_CHECKING:
     from trlm.core.engine import Engine
@@ -110,34 +113,6 @@ class SpecStats:
             lst.extend([zero] * (n - len(lst)))
 
 
-class _Row:
-    """One (prompt, sample) row's generated ids, log-prob and finish reason; ``commit`` is plain decoding's rule."""
-
-    def __init__(self, item, target: "Engine", args: GenArgs, direction: str):
-        self.item, self.target, self.args, self.d = item, target, args, direction
-        self.gen: list[int] = []
-        self.logprob, self.reason = 0.0, None
-
-    @property
-    def step(self) -> int:
-        return len(self.gen)
-
-    def commit(self, tok: int, lp: float) -> int:
-        """Plain decoding's rule for one sampled token; returns 1 if it was committed (0 after the row finished)."""
-        if self.reason is not None:
-            return 0
-        if tok in self.target.eos_ids:
-            self.reason = "eos"
-            return 1
-        self.gen.append(tok)
-        self.logprob += lp
-        if self.args.stop and self.target.cut_stop(self.gen, self.args.stop, self.d)[1]:
-            self.reason = "stop"
-        elif len(self.gen) == self.args.max_new_tokens:
-            self.reason = "length"
-        return 1
-
-
 @torch.inference_mode()
 def speculative_generate(
     target: "Engine",
@@ -167,6 +142,7 @@ def speculative_generate(
         raise ValueError(f"gamma must be >= 1, got {gamma}")
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    require_in_process(target, "speculative decoding (the drafter-invariant schemes run trlm's own sampler)")
     d = target.resolve_direction(direction)
     args = dataclasses.replace(args, sampler="gumbel" if scheme == "leviathan" else scheme)
     if target.lm.dtype != torch.float32 and scheme != "leviathan":
@@ -188,7 +164,7 @@ def speculative_generate(
 def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str, gamma: int, scheme: str,
                adaptive: bool, stats: SpecStats, track: bool) -> list[Generation]:
     dev = target.device
-    rows = [_Row(it, target, args, d) for it in batch]
+    rows = [GenRow(target, args, d) for _ in batch]
     prefixes = [list(it.prefix) for it in batch]
     state, L = target.prefill(prefixes)  # L (B, V): the logits for step 0 of every row
     stats.target_calls += 1
@@ -267,7 +243,7 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
         if drafting:
             drafter.accepted(acc)
         drop_done()
-    return [target.finish(r.gen, r.logprob, r.reason or "length", args, d) for r in rows]  # type: ignore[arg-type]
+    return [r.result() for r in rows]
 
 
 PROBE = 4  # a row that stopped drafting tries one draft again after this many plain rounds

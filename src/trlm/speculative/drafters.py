@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 import torch
 
 from trlm.core.checkpoint import ModelError
+from trlm.core.sampling import sampling_probs
 from trlm.core.schema import GenArgs
 
 if TYPE_CHECKING:
@@ -160,15 +161,6 @@ def _body_params(model: torch.nn.Module) -> int:
     emb = model.get_input_embeddings().weight
     return sum(p.numel() for p in model.parameters() if p is not emb) + (
         emb.numel() if getattr(model.config, "tie_word_embeddings", False) else 0)
-
-
-def sampling_probs(logits: torch.Tensor, args: GenArgs) -> torch.Tensor:
-    """The distribution the coupled sampler draws from: softmax(filter(logits) / T) in float64 (one-hot at T=0)."""
-    from trlm.core.sampling import filter_logits
-
-    if args.temperature == 0:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(torch.float64)
-    return (filter_logits(logits, args.top_k, args.top_p) / args.temperature).to(torch.float64).softmax(-1)
 
 
 def check_compatible(drafter: "Engine", target: "Engine", direction: str) -> None:
