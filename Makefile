@@ -24,6 +24,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# vLLM in its own venv (.venv-vllm, made on first use), serving MODEL on 127.0.0.1:PORT until stopped (Ctrl-C).
+MODEL ?= smollm2-135m-instruct
+PORT  ?= 8011
+vllm-serve: $(STAMP)
+	scripts/vllm_serve.sh $(MODEL) $(PORT)
+
+# The tests marked `vllm`, against real servers that scripts/vllm_test.sh starts (and stops) for them.
+test-vllm: $(STAMP)
+	scripts/vllm_test.sh
+
 docs: $(STAMP)  # regenerate docs/cli.md from the commands' --help (tests/test_cli.py checks it is current)
 	$(BIN)/python -c "from trlm.cli import write_cli_reference; write_cli_reference('docs/cli.md')"
 

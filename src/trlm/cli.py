@@ -2,7 +2,7 @@
 
 Each system registers module-level command functions that load, call one library function and save:
 
-    trlm models | score | generate | bench throughput            trlm.core.cli
+    trlm models | export | score | generate | bench throughput   trlm.core.cli
     trlm rerank | best-of-n | bench rerank                         trlm.rerank.cli
     trlm retrieve | bench retrieve                                 trlm.retrieve.cli
     trlm cite | bench cite                                         trlm.cite.cli

@@ -1,6 +1,7 @@
 """The engine's commands: ``trlm models``, ``trlm score``, ``trlm generate`` and ``trlm bench throughput``.
 
     trlm models
+    trlm export trlm-ba-smol                 # one directory vLLM can serve (adapters merged)
     trlm score pairs.jsonl --out scored.jsonl [--model trlm-ba-smol] [--tokens]
     trlm generate prompts.jsonl --out gens.jsonl --chat --n 4 --temperature 0.8 --seed 0
     trlm bench throughput --pairs 200 --out runs/throughput
@@ -18,13 +19,15 @@ from trlm.core.schema import GenArgs
 
 _G = GenArgs  # flag defaults come from the config dataclass
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m",
-                        help="Embedded name, shipped trlm model, HF dir, .gguf or hub id.")
+                        help="Embedded name, shipped trlm model, HF dir, .gguf, hub id, or a vLLM server's URL "
+                             "(http://host:port/v1[#NAME]).")
 DeviceOpt = typer.Option(None, help="cuda, mps or cpu (default: auto-detect).")
 DtypeOpt = typer.Option("auto", help="auto (bf16 where fast), float32 or bfloat16.")
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("models")(models_cmd)
+    app.command("export")(export_cmd)
     app.command("score")(score_cmd)
     app.command("generate")(generate_cmd)
     bench.command("throughput")(bench_throughput_cmd)
@@ -42,6 +45,21 @@ def models_cmd():
         table.add_row(r["name"], r["kind"], str(r["token_order"]), "yes" if r["cached"] else "no",
                       f"{r['size_mb']:.0f}", r["description"])
     Console().print(table)
+
+
+def export_cmd(
+    model: str = typer.Argument(..., help="Embedded name, shipped trlm model, HF dir or .gguf."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory to write (default: trlm's cache; a "
+                                       "model that already is one directory is used as it is)."),
+):
+    """Write a model as one full checkpoint directory (weights, config, tokenizer, trlm.json) and print its path.
+
+    LoRA adapters (the shipped reverse models trlm-ba-smol, trlm-foba-smol) are merged into their base, so vLLM
+    can serve them: `make vllm-serve MODEL=trlm-ba-smol` runs this first.
+    """
+    from trlm.core.models import export_model
+
+    typer.echo(str(export_model(model, out)))
 
 
 def score_cmd(
@@ -95,7 +113,7 @@ def generate_cmd(
     With --speculative the drafter proposes tokens and the model verifies them in one forward; with the gumbel
     or wmh scheme every token is still the model's own seeded sample, so the output does not change.
     """
-    from trlm.core.engine import Engine
+    from trlm.core.engine import load_engine
     from trlm.core.io import InputError, read_jsonl, write_jsonl
 
     rows = read_jsonl(input, {"prompt": str})
@@ -108,7 +126,7 @@ def generate_cmd(
         raise InputError("--scheme and --stats go with --speculative DRAFTER")
     if gamma < 1:
         raise InputError(f"--gamma must be >= 1, got {gamma}")
-    eng = Engine.load(model, device=device, dtype=dtype)
+    eng = load_engine(model, device=device, dtype=dtype)
     prompts = [eng.chat_prompt(r["prompt"]) if chat else r["prompt"] for r in rows]
     seeds = [r.get("seed", seed) for r in rows]
     if speculative is None:

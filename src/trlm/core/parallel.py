@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from trlm.core.device import resolve_device
-from trlm.core.engine import Engine, Request
+from trlm.core.engine import Request, load_engine
 from trlm.core.io import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def score_file(
     dist, dev = init_distributed(device)
     rank, world = dist.rank, dist.world
     shard = list(range(rank, len(rows), world))
-    eng = Engine.load(model, device=str(dev), dtype=dtype)
+    eng = load_engine(model, device=str(dev), dtype=dtype)
     lls = eng.loglikelihood([Request(rows[i]["context"], rows[i]["continuation"]) for i in shard],
                             direction=direction, return_tokens=return_tokens, truncate=truncate,
                             progress=rank == 0)
