@@ -12,6 +12,7 @@ Each system registers module-level command functions that load, call one library
     trlm factcheck score|synth|train | bench factcheck             trlm.factcheck.cli
     trlm redteam generate|run|judge|report|pipeline | bench redteam trlm.redteam.cli
     trlm serve | bench serve                                       trlm.serve.cli
+    trlm bench backends                                            trlm.backends.cli
 
 A user error (bad input file, unknown model, token-order mismatch, missing file, bad setting) prints one line
 ``trlm: error: <message>`` to stderr and exits with status 2; ``--verbose`` shows the traceback instead.
@@ -26,6 +27,7 @@ import os
 import typer
 from typer.core import TyperGroup
 
+from trlm.backends import cli as backends_cli
 from trlm.cite import cli as cite_cli
 from trlm.core import cli as core_cli
 from trlm.core.checkpoint import ModelError
@@ -77,7 +79,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log decis
 
 
 for _system in (core_cli, speculative_cli, rerank_cli, retrieve_cli, cite_cli, guard_cli, train_cli, distill_cli,
-                steer_cli, factcheck_cli, redteam_cli, serve_cli):
+                steer_cli, factcheck_cli, redteam_cli, serve_cli, backends_cli):
     _system.register(app, bench)
 
 
