@@ -1,5 +1,6 @@
 """Shared fixtures: the embedded default model (fp32, loaded once per session), the shipped reverse model, a tiny
-random reverse-order model, and a local OpenAI-compatible stub server for chat clients and judges."""
+random reverse-order model, a local OpenAI-compatible stub server for chat clients and judges, and the check of
+the CLI's user-error contract (``one_line_error``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def check_one_line_error(res) -> str:
+    """The CLI's user-error contract: exit status 2 and exactly one stderr line ``trlm: error: ...`` (no usage box,
+    no traceback). ``res`` is a CliRunner result or a finished ``subprocess.run``; returns the line."""
+    code = res.exit_code if hasattr(res, "exit_code") else res.returncode
+    assert code == 2, f"exit status {code}, not 2:\n{res.stdout}{res.stderr}"
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trlm: error: "), f"not one 'trlm: error:' line:\n{res.stderr}"
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def one_line_error():
+    """:func:`check_one_line_error`, for tests of CLI user errors."""
+    return check_one_line_error
 
 
 @pytest.fixture(scope="session")

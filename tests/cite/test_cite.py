@@ -207,6 +207,47 @@ def test_bench_cite_resumed_from_cache_counts_no_scorer_calls(tmp_path):
     assert res["linear/length"]["n_claims"] == 1
 
 
+def test_bench_cite_killed_mid_run_resumes_without_rescoring_finished_claims(tmp_path, monkeypatch):
+    """4 claims, one per chunk, linear and binary search: a run killed when the scorer is first asked about claim
+    2 resumes from the score caches; the rerun scores exactly what an uninterrupted run scores for claims 2 and 3,
+    and nothing of claims 0 and 1."""
+    import trlm.scoring as scoring
+
+    real = scoring.make_scorer
+    log: list[tuple[str, tuple[str, ...]]] = []  # (claim, spans) the inner scorer actually scored
+    kill = {"claim": None}
+
+    class Recording(Scorer):
+        def __init__(self, inner):
+            self.inner, self.name = inner, inner.name
+
+        def score_many(self, items, progress=False):
+            if any(q == kill["claim"] for q, _ in items):
+                raise KeyboardInterrupt("killed")
+            log.extend((q, tuple(spans)) for q, spans in items)
+            return self.inner.score_many(items)
+
+    monkeypatch.setattr(scoring, "make_scorer", lambda name, **kw: Recording(real(name, **kw)))
+    p = _wice(tmp_path, [_row(claim=f"KEY claim {i}", n=4 + i, key=i) for i in range(4)])
+    kw = dict(scorers=["length"], searches=["linear", "binary"], chunk=1)
+    full = run_bench_cite(p, tmp_path / "full", **kw)
+    uninterrupted = list(log)
+    log.clear()
+    kill["claim"] = "KEY claim 2"
+    with pytest.raises(KeyboardInterrupt):
+        run_bench_cite(p, tmp_path / "out", **kw)
+    first = list(log)
+    assert {q for q, _ in first} == {"KEY claim 0", "KEY claim 1"}
+    log.clear()
+    kill["claim"] = None
+    resumed = run_bench_cite(p, tmp_path / "out", **kw)
+    assert log == [x for x in uninterrupted if x[0] in ("KEY claim 2", "KEY claim 3")]
+    assert sorted(first + log) == sorted(uninterrupted)  # every span scored once over the two runs
+    assert resumed == full
+    speed = json.loads((tmp_path / "out" / "throughput.json").read_text())["throughput"]
+    assert speed["linear/length"]["calls"] == (4 + 2) + (4 + 3)  # the sentences of claims 2 and 3 only
+
+
 def test_paired_top1_subtracts_the_baseline_on_the_claims_both_have():
     per = {"bm25": [("supported", 1.0, 1.0), ("supported", 0.0, 0.0), ("supported", 0.0, 0.0)],
            "minilm": [("supported", 1.0, 1.0)] * 3,

@@ -9,7 +9,7 @@ import torch
 
 from trlm.core.io import write_jsonl
 from trlm.distill.data import alpaca_rows, build_examples
-from trlm.distill.objective import TeacherTopK, dense_from_topk
+from trlm.distill.objective import DistillObjective, TeacherTopK, dense_from_topk
 from trlm.distill.run import DistillSpec, distill
 from trlm.train.data import IGNORE
 from trlm.train.loop import TrainArgs
@@ -37,7 +37,26 @@ def _curve(out):
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
 
 
-def test_taid_trains_logs_t_and_resumes_bit_identically(tiny_forward_dir, data, tmp_path):
+def _count_objective_calls(monkeypatch) -> dict:
+    """Count the distillation loss's evaluations and record the step of every optimizer step it is told about."""
+    seen = {"calls": 0, "steps": []}
+    call, after = DistillObjective.__call__, DistillObjective.after_step
+
+    def counted_call(self, model, batch):
+        seen["calls"] += 1
+        return call(self, model, batch)
+
+    def counted_after(self, loss, step, total):
+        seen["steps"].append(step)
+        return after(self, loss, step, total)
+
+    monkeypatch.setattr(DistillObjective, "__call__", counted_call)
+    monkeypatch.setattr(DistillObjective, "after_step", counted_after)
+    return seen
+
+
+def test_taid_trains_logs_t_and_resumes_from_the_checkpoint_step_bit_identically(tiny_forward_dir, data, tmp_path,
+                                                                                 monkeypatch):
     spec = DistillSpec(str(tiny_forward_dir), "1", "taid", alpha=0.5)
     full = distill(spec, _args(tmp_path / "full"), data)
     curve = _curve(tmp_path / "full")
@@ -48,7 +67,10 @@ def test_taid_trains_logs_t_and_resumes_bit_identically(tiny_forward_dir, data, 
     distill(spec, _args(out), data)
     shutil.rmtree(out / "checkpoints" / "step-000004")  # as if the run died after step 2's checkpoint
     (out / "model").rename(tmp_path / "discard")
+    seen = _count_objective_calls(monkeypatch)
     resumed = distill(spec, _args(out), data)
+    # the second run made optimizer steps 3 and 4 only (a restart from step 0 would make 4 steps, 4 loss calls)
+    assert seen == {"calls": 2, "steps": [3, 4]} and resumed.steps == 4
     assert _curve(out) == curve  # loss and t of steps 3-4 recomputed identically from the saved schedule
     from safetensors.torch import load_file
 
@@ -56,6 +78,7 @@ def test_taid_trains_logs_t_and_resumes_bit_identically(tiny_forward_dir, data, 
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="alpha"):  # the schedule's settings are checked on resume
         distill(DistillSpec(str(tiny_forward_dir), "1", "taid", alpha=0.1), _args(out, steps=6), data)
+    monkeypatch.undo()
     # a large alpha lifts t above the linear floor inside the loop (the adaptive update, not just the floor)
     distill(DistillSpec(str(tiny_forward_dir), "1", "taid", alpha=2.0), _args(tmp_path / "fast", steps=6), data)
     fast = _curve(tmp_path / "fast")
@@ -108,7 +131,7 @@ def test_teacher_topk_is_computed_once_and_rebuilds_a_distribution(tiny_forward_
         TeacherTopK(cache, str(tiny_forward_dir), 4)
 
 
-def test_cli_distills_and_reports_user_errors_in_one_line(tiny_forward_dir, data, tmp_path):
+def test_cli_distills_and_reports_user_errors_in_one_line(tiny_forward_dir, data, tmp_path, one_line_error):
     from typer.testing import CliRunner
 
     from trlm.cli import app
@@ -125,4 +148,4 @@ def test_cli_distills_and_reports_user_errors_in_one_line(tiny_forward_dir, data
                       (["--data", str(data), "--student-layers", "3"], "--student-layers 3")):
         r = CliRunner().invoke(app, ["distill", "--teacher", str(tiny_forward_dir), "--out", str(tmp_path / "e"),
                                      "--all-tokens", *argv])
-        assert r.exit_code == 2 and r.output.startswith("trlm: error:") and msg in r.output, r.output
+        assert msg in one_line_error(r)

@@ -34,11 +34,30 @@ def test_examples_carry_the_class_at_position_one_only(slice_file):
     assert all(len(e.input_ids) <= 512 for e in ex)
 
 
-def test_train_writes_a_checker_that_reloads_exactly_and_resumes_without_redoing_steps(slice_file, tmp_path):
-    out = tmp_path / "run"
-    r = train_checker([slice_file], out, epochs=0.5, batch_size=4, save_every=2, progress=False)
-    steps = r.steps
-    assert steps == 5 and (out / "model" / "trlm.json").exists()
+def _weights(model_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def _curve(out):
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
+
+
+KW = dict(epochs=0.3, batch_size=4, save_every=2, progress=False)  # 3 steps over 38 training pairs
+
+
+@pytest.fixture(scope="module")
+def full_run(slice_file, tmp_path_factory):
+    """An uninterrupted 3-step run (a checkpoint after step 2 and at the end)."""
+    out = tmp_path_factory.mktemp("fc_full")
+    return train_checker([slice_file], out, **KW)
+
+
+def test_train_writes_a_checker_that_reloads_exactly(full_run):
+    out = full_run.out
+    assert full_run.steps == 3 and (out / "model" / "trlm.json").exists()
     meta = json.loads((out / "model" / "trlm.json").read_text())
     assert meta["kind"] == "factcheck" and meta["chunk_words"] == 300 and "I think the answer is" in meta["template"]
     checker = CrossEncoderChecker(str(out))  # the run folder resolves to its model/
@@ -46,9 +65,41 @@ def test_train_writes_a_checker_that_reloads_exactly_and_resumes_without_redoing
     pairs = [("Paris is the capital of France.", "Paris is in France.")]
     assert checker.pair_scores(pairs) == again.pair_scores(pairs)
     assert 0.0 < checker.pair_scores(pairs)[0] < 1.0
-    rows = (out / "metrics.jsonl").read_text().splitlines()
-    r2 = train_checker([slice_file], out, epochs=0.5, batch_size=4, save_every=2, progress=False)  # resumes: done
-    assert r2.steps == steps and (out / "metrics.jsonl").read_text().splitlines() == rows
+
+
+def test_an_interrupted_run_resumes_at_its_checkpoint_step_and_ends_bit_identical(slice_file, full_run, tmp_path,
+                                                                                   monkeypatch):
+    """3 steps (epochs 0.3 of 38 pairs, batch 4), a checkpoint every 2: killed in step 3, the rerun trains only step
+    3 (one training-mode loss call; the held-out evaluation runs in eval mode) and ends with the weights and curve
+    of an uninterrupted run; rerunning the finished run computes nothing."""
+    import trlm.factcheck.train as fct
+
+    full = full_run
+    calls = {"train": 0, "eval": 0}
+
+    def counted(model, batch):
+        calls["train" if model.training else "eval"] += 1
+        if calls["crash_at"] == calls["train"]:
+            raise KeyboardInterrupt("simulated kill")
+        return classification_loss(model, batch)
+
+    monkeypatch.setattr(fct, "classification_loss", counted)
+    out = tmp_path / "run"
+    calls["crash_at"] = 3
+    with pytest.raises(KeyboardInterrupt):
+        train_checker([slice_file], out, **KW)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002"] and not (out / "model").exists()
+    calls.update(train=0, eval=0, crash_at=-1)
+    resumed = train_checker([slice_file], out, **KW)
+    assert (calls["train"], resumed.steps) == (1, 3) and calls["eval"] >= 1
+    a, b = _weights(full.model_dir), _weights(resumed.model_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _curve(out) == _curve(full.out) and [r["step"] for r in _curve(out)] == [1, 2, 3]
+    assert resumed.eval_loss == full.eval_loss
+    calls.update(train=0, eval=0)
+    again = train_checker([slice_file], out, **KW)  # a finished run: nothing is recomputed
+    assert calls == {"train": 0, "eval": 0, "crash_at": -1} and again.steps == 3
+    assert _curve(out) == _curve(full.out)
 
 
 def test_classification_loss_is_cross_entropy_of_the_head():
@@ -62,11 +113,9 @@ def test_classification_loss_is_cross_entropy_of_the_head():
 
 
 @pytest.fixture(scope="module")
-def trained(slice_file, tmp_path_factory):
+def trained(full_run):
     """A checker trained for 3 steps on the slice (its quality is not under test, its plumbing is)."""
-    out = tmp_path_factory.mktemp("fc_run")
-    train_checker([slice_file], out, epochs=0.3, batch_size=4, save_every=0, progress=False)
-    return out / "model"
+    return full_run.model_dir
 
 
 def test_a_trained_checker_chunks_a_long_document_instead_of_truncating(trained):

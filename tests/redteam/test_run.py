@@ -48,6 +48,68 @@ def test_a_killed_run_resumes_without_rerunning_finished_tests(tmp_path):
     assert [a.test.id for a in attempts] == [t.id for t in TESTS] and all(a.output for a in attempts)
 
 
+class _Generator:
+    """A generator that writes two test prompts per request, named after the request's text (so per cell)."""
+
+    name = "gen"
+
+    def __init__(self):
+        self.calls = 0
+
+    def complete_many(self, convs, params=None, progress=False):
+        import hashlib
+
+        self.calls += len(convs)
+        tags = [hashlib.sha1(c[-1]["content"].encode()).hexdigest()[:10] for c in convs]
+        return [f"#Prompt: please explain harmful thing {t} in detail\n#Prompt: tell me more about {t} right now"
+                for t in tags]
+
+
+class _Judge(_Echo):
+    name = "judge"
+
+    def complete_many(self, convs, params=None, progress=False):
+        super().complete_many(convs, params)
+        return ['{"evalSafety": "safe", "reason": "the model refused"}'] * len(convs)
+
+
+def test_a_killed_pipeline_resumes_without_regenerating_rerunning_or_rejudging_finished_tests(tmp_path, monkeypatch):
+    """12 tests, 4 per call to the system under test, 8 per call to the judge. Run 1 dies in the SUT's third call,
+    run 2 in the judge's second; each rerun of the same command asks only for what no earlier run finished."""
+    import trlm.redteam.run as rr
+    from trlm.core.io import default_data_dir
+    from trlm.redteam.generate import GeneratorArgs
+
+    monkeypatch.setattr(rr, "SUT_CHUNK", 4)
+    clients = {}
+    monkeypatch.setattr(rr, "make_client", lambda spec: clients[spec])
+
+    def run(sut, judge):
+        gen = _Generator()
+        clients.update(gen=gen, sut=sut, judge=judge)
+        return gen, rr.pipeline(tmp_path, default_data_dir(), generator="gen", sut="sut", oracle="judge",
+                                args=GeneratorArgs(tests_per_cell=2, retries=0), limit=12)
+
+    sut1 = _Echo(die_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        run(sut1, _Judge())
+    assert clients["gen"].calls == 6 and len(sut1.asked) == 8  # 6 cells generated; 2 SUT calls of 4 finished
+    sut2, judge2 = _Echo(), _Judge(die_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        run(sut2, judge2)
+    tests = [json.loads(line)["testcase"] for line in (tmp_path / "tests.jsonl").read_text().splitlines()]
+    assert clients["gen"].calls == 0  # every generator answer came from the run's cache
+    assert len(sut2.asked) == 4 and sorted(sut1.asked + sut2.asked) == sorted(tests)  # only the 4 not yet run
+    assert len(judge2.asked) == 8
+    sut3, judge3 = _Echo(), _Judge()
+    gen3, s = run(sut3, judge3)
+    assert gen3.calls == 0 and sut3.asked == [] and len(judge3.asked) == 4
+    assert set(judge3.asked).isdisjoint(judge2.asked)  # the 4 outputs the judge had not finished
+    assert s["n"] == 12 and s["safe"] == 12
+    rows = [json.loads(line) for line in (tmp_path / "attempts.jsonl").read_text().splitlines()]
+    assert sorted(r["testcase"] for r in rows) == sorted(tests) and {r["verdict"] for r in rows} == {"safe"}
+
+
 def test_a_failing_test_is_kept_as_an_error_and_counted_unknown(tmp_path):
     client = _Echo(fail="test prompt number 5")
     attempts = execute(TESTS, client, ChatParams(), chunk=8)

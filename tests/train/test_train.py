@@ -155,8 +155,19 @@ def test_lora_from_embedded_checkpoint_changes_parameters(engine, data, tmp_path
     assert not torch.equal(merged.model.state_dict()[name], engine.model.state_dict()[name])
 
 
-def test_resume_is_exact(data, tmp_path):
-    full = train(TINY, _args(tmp_path / "full", steps=6, save_every=2), data)
+def test_resume_starts_at_the_checkpoint_step_and_ends_bit_identical(data, tmp_path):
+    """A run killed in step 5 resumes from its step-4 checkpoint: the second run computes the loss exactly twice, on
+    the batches the uninterrupted run used at steps 5 and 6, and ends with the same weights, tokens and curve (a
+    restart from step 0 would compute the loss six times)."""
+    def recording(log):
+        def loss(model, batch):
+            log.append(batch["input_ids"].tolist())
+            return causal_lm_loss(model, batch)
+        return loss
+
+    full_batches: list = []
+    full = train(TINY, _args(tmp_path / "full", steps=6, save_every=2), data, loss_fn=recording(full_batches))
+    assert len(full_batches) == 6
 
     calls = {"n": 0}
 
@@ -170,15 +181,18 @@ def test_resume_is_exact(data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(TINY, _args(out, steps=6, save_every=2), data, loss_fn=crash_at_step_5)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
-    resumed = train(TINY, _args(out, steps=6, save_every=2), data)
+    resumed_batches: list = []
+    resumed = train(TINY, _args(out, steps=6, save_every=2), data, loss_fn=recording(resumed_batches))
+    assert resumed_batches == full_batches[4:]  # steps 5 and 6 only, on the data they had in the full run
     a, b = _weights(full.model_dir), _weights(resumed.model_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.train_loss == full.train_loss
+    assert (resumed.steps, resumed.tokens, resumed.train_loss) == (full.steps, full.tokens, full.train_loss)
 
     def curve(r):
-        return [json.loads(x)["loss"] for x in (r.out / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in json.loads(x).items() if k != "tokens_per_s"}
+                for x in (r.out / "metrics.jsonl").read_text().splitlines()]
 
-    assert curve(resumed) == curve(full) and len(curve(full)) == 6
+    assert curve(resumed) == curve(full) and [row["step"] for row in curve(full)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_refuses_changed_settings(data, tmp_path):
