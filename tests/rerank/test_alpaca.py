@@ -234,6 +234,23 @@ def test_forward_mean_and_sum_share_one_scoring_pass(tmp_path):
         get_scores("forward-sum", [ins], tmp_path, model=smol, max_response_tokens=32, progress=False)
 
 
+def test_combined_bench_scores_equal_the_combined_scorer_from_the_part_caches(tmp_path):
+    """The bench's combined-mean reads the forward and trlm-ba caches its spec names and scores exactly what
+    make_scorer's combined scorer scores; the empty candidate gets -inf."""
+    from trlm.scoring import make_scorer
+
+    smol = "smollm2-135m-instruct"
+    ins = A.Instruction(7, "x", "Name a primary colour.", "Red.",
+                        (A.Candidate("g0", "Red is a primary colour.", 0.9),
+                         A.Candidate("g1", "Grass is green because of chlorophyll.", 0.4),
+                         A.Candidate("g2", " ", 0.0)))
+    got = get_scores("combined-mean", [ins], tmp_path, model=smol, max_response_tokens=64, progress=False, alpha=0.3)
+    assert {p.name for p in tmp_path.glob("scores_*.jsonl")} == {"scores_forward.jsonl", "scores_trlm-ba.jsonl"}
+    want = make_scorer("combined-mean", model=smol, max_response_tokens=64, alpha=0.3).score(
+        ins.instruction, [c.output for c in ins.candidates[:2]])
+    assert got[0][:2] == pytest.approx(want, abs=1e-4) and got[0][2] == float("-inf")
+
+
 # ----------------------------------------------------------------------------------------------- end to end
 
 @needs_data

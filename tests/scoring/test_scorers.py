@@ -98,9 +98,11 @@ def test_every_listed_scorer_builds_or_refuses_the_token_order(smol):
     """Each name in SCORERS builds a scorer on the forward model, except the reverse-reading ones, which refuse it
     with a ModelError naming the token order (none is listed without an implementation)."""
     from trlm.core.checkpoint import ModelError
+    from trlm.scoring.scorers import REVERSE_SCORERS
 
+    assert REVERSE_SCORERS == ("trlm-ba", "trlm-foba-rev")
     for name in SCORERS:
-        if name in ("trlm-ba", "trlm-foba-rev"):
+        if name in REVERSE_SCORERS:
             with pytest.raises(ModelError, match="reverse"):
                 make_scorer(name, engine=smol)
         else:
@@ -132,3 +134,27 @@ def test_combined_scorers_add_alpha_times_trlm_ba_to_the_forward_loglik(smol):
     got_mean = make_scorer("combined-mean", engine=smol, alpha=0.7).score(QUERY, responses)
     assert got_sum == pytest.approx([f.logprob + 0.7 * b.logprob for f, b in zip(fw, ba)], abs=1e-4)
     assert got_mean == pytest.approx([f.mean + 0.7 * b.mean for f, b in zip(fw, ba)], abs=1e-4)
+
+
+def test_the_spec_table_gives_each_scorer_its_reduction_servability_and_alpha():
+    from trlm.scoring.scorers import COMBINED_ALPHA, DEFAULT_MODELS, SCORER_SPECS, SERVABLE_SCORERS
+
+    assert SCORERS == tuple(SCORER_SPECS) and all(s.name == n for n, s in SCORER_SPECS.items())
+    assert COMBINED_ALPHA == {"combined-sum": 0.1, "combined-mean": 0.5}
+    assert SERVABLE_SCORERS == ("trlm-ba", "trlm-fo", "trlm-fo-chat", "trlm-foba-rev", "trlm-foba-fwd",
+                                "forward-mean", "self")  # forward-sum, combined, length and random are not
+    assert DEFAULT_MODELS["trlm-ba"] == "trlm-ba-smol" and DEFAULT_MODELS["trlm-fo"] == "smollm2-135m-instruct"
+    assert "length" not in DEFAULT_MODELS
+    assert [n for n, s in SCORER_SPECS.items() if s.reduce == "mean"] == ["combined-mean", "forward-mean", "self"]
+
+
+def test_a_scorers_score_is_its_specs_score_of_its_logliks(smol):
+    """score() == the spec's reduction of logliks_many(): per token for forward-mean, summed for trlm-fo."""
+    from trlm.scoring.scorers import SCORER_SPECS
+
+    for name in ("forward-mean", "trlm-fo"):
+        sc = make_scorer(name, engine=smol)
+        lls = sc.logliks_many([(QUERY, [RIGHT, WRONG])])[0]
+        assert sc.score(QUERY, [RIGHT, WRONG]) == pytest.approx([SCORER_SPECS[name].score(ll) for ll in lls])
+        assert [sc.score_loglik(ll) for ll in lls] == [SCORER_SPECS[name].score(ll) for ll in lls]
+    assert SCORER_SPECS["forward-mean"].score(lls[0]) != SCORER_SPECS["forward-sum"].score(lls[0])

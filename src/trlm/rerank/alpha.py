@@ -24,7 +24,7 @@ from trlm.core.io import InputError, write_text
 from trlm.core.report import fmt, new_figure, save_figure, write_results
 from trlm.rerank import alpaca as A
 from trlm.rerank.bench import get_logliks, instruction_difficulty
-from trlm.scoring.scorers import COMBINED_ALPHA, REDUCE, combine
+from trlm.scoring.scorers import COMBINED_ALPHA, SCORER_SPECS
 
 ALPHAS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 SELECT = ("lc_win_rate", "pair_agreement")
@@ -36,10 +36,10 @@ def sweep(instructions: Sequence[A.Instruction], fw, ba, difficulty: dict[int, f
     (``fw`` / ``ba``: the candidates' log-likelihoods)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in COMBINED_ALPHA:
-        reduce = REDUCE.get(name, "sum")
+        spec = SCORER_SPECS[name]
         rows = {}
         for a in alphas:
-            scores = [[-math.inf if f is None else combine(f, b, a, reduce) for f, b in zip(rf, rb)]
+            scores = [[-math.inf if f is None else spec.score(f, b, alpha=a) for f, b in zip(rf, rb)]
                       for rf, rb in zip(fw, ba)]
             picks = [A.pick_best(s) for s in scores]
             lc = A.lc_win_rate(instructions, picks, difficulty).lc_win_rate
@@ -73,9 +73,10 @@ def run_alpha_sweep(data: Path, reference: Path, out: Path, dev_limit: int, *, m
     out.mkdir(parents=True, exist_ok=True)
     instructions = A.load_judged(data, reference, dev_limit, dev=True)
     difficulty = instruction_difficulty(data, reference)
-    fw = get_logliks("forward-sum", instructions, out, model=model, max_response_tokens=max_response_tokens,
+    fw_name, ba_name = {SCORER_SPECS[n].parts for n in COMBINED_ALPHA}.pop()  # every combined scorer's parts
+    fw = get_logliks(fw_name, instructions, out, model=model, max_response_tokens=max_response_tokens,
                      progress=progress)
-    ba = get_logliks("trlm-ba", instructions, out, model=None, max_response_tokens=max_response_tokens,
+    ba = get_logliks(ba_name, instructions, out, model=None, max_response_tokens=max_response_tokens,
                      progress=progress)
     table = sweep(instructions, fw, ba, difficulty, alphas)
     results = {"n_instructions": len(instructions), "split": "dev (instruction_id % 5 != 3)",

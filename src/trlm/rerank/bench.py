@@ -76,31 +76,34 @@ def get_scores(name: str, instructions: Sequence[A.Instruction], out: Path, *, m
     """Scores of every candidate, resumed from and saved to ``out/scores_<name>.jsonl`` (a ResultCache).
 
     The cache keeps each candidate's summed log-probability and token count, so ``forward-mean`` and
-    ``forward-sum`` are both read from one pass (``scores_forward.jsonl``), and the combined scorers are
-    computed from the ``forward`` and ``trlm-ba`` caches (``alpha`` overrides their default weight). Empty
+    ``forward-sum`` are both read from one pass (``scores_forward.jsonl``), and a combined scorer is its spec's
+    score of its parts' cached log-likelihoods (``forward`` and ``trlm-ba``; ``alpha`` overrides its weight). Empty
     candidates (15 outputs of gemma-2b-it in the dev data) give a likelihood scorer nothing to read: they are
     not scored and get ``-inf``, so no model scorer picks them (``length`` and ``random`` treat them like any other).
     """
     if name == "oracle":
         return [list(ins.wins) for ins in instructions]
     from trlm.scoring import make_scorer
-    from trlm.scoring.scorers import COMBINED_ALPHA, REDUCE, combine, reduce_loglik
+    from trlm.scoring.scorers import SCORER_SPECS
 
-    if name in ("length", "random"):
+    spec = SCORER_SPECS[name]
+    if spec.direction is None:  # length, random: no model, nothing cached
         items = [(ins.instruction, [c.output for c in ins.candidates]) for ins in instructions]
         return make_scorer(name).score_many(items)
-    reduce = REDUCE.get(name, "sum")
-    if name in COMBINED_ALPHA:
-        a = COMBINED_ALPHA[name] if alpha is None else alpha
-        fw = get_logliks("forward-sum", instructions, out, model=model, max_response_tokens=max_response_tokens,
-                         progress=progress)
-        ba = get_logliks("trlm-ba", instructions, out, model=None, max_response_tokens=max_response_tokens,
-                         sp=sp, cp=cp, progress=progress)
-        return [[-math.inf if f is None else combine(f, b, a, reduce) for f, b in zip(rf, rb)]
-                for rf, rb in zip(fw, ba)]
-    lls = get_logliks(name, instructions, out, model=model, max_response_tokens=max_response_tokens, sp=sp, cp=cp,
-                      progress=progress)
-    return [[-math.inf if ll is None else reduce_loglik(ll, reduce) for ll in row] for row in lls]
+
+    def part_args(part: str) -> dict:
+        """As make_scorer builds a combined scorer: the forward part on ``model`` (no TRLM prompts), the
+        backward part on its default reverse model with the prompts."""
+        if part == name:
+            return {"model": model, "sp": sp, "cp": cp}
+        if SCORER_SPECS[part].direction == "reverse":
+            return {"model": None, "sp": sp, "cp": cp}
+        return {"model": model, "sp": None, "cp": None}
+
+    lls = [get_logliks(p, instructions, out, max_response_tokens=max_response_tokens, progress=progress,
+                       **part_args(p)) for p in spec.parts or (name,)]
+    return [[-math.inf if row[0] is None else spec.score(*row, alpha=alpha) for row in zip(*rows)]
+            for rows in zip(*lls)]
 
 
 def get_logliks(name: str, instructions: Sequence[A.Instruction], out: Path, *, model: str | None,

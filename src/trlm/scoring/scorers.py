@@ -19,7 +19,9 @@ scorer              model direction                        score
 ``random``          —                                      seeded uniform noise
 ==================  =====================================  ===================================
 
-The prompts and the rule that joins their pieces are in :mod:`trlm.scoring.prompts`.
+Each scorer's direction, default model, reduction, servability and α live in one table, :data:`SCORER_SPECS`;
+:func:`make_scorer`, the benchmarks and ``trlm serve`` read it. The prompts and the rule that joins their pieces
+are in :mod:`trlm.scoring.prompts`.
 """
 
 from __future__ import annotations
@@ -31,18 +33,69 @@ from typing import Callable, Literal, Sequence
 from trlm.core.engine import Engine, LogLik, Request, get_engine
 from trlm.scoring.prompts import CHAT_INSTRUCTION, PROMPTS, TASKS, Task, backward_request, split_join
 
-SCORERS: tuple[str, ...] = ("trlm-ba", "trlm-fo", "trlm-fo-chat", "trlm-foba-rev", "trlm-foba-fwd",
-                            "combined-sum", "combined-mean", "forward-mean", "forward-sum", "self", "length", "random")
-DEFAULT_MODELS = {"trlm-ba": "trlm-ba-smol", "trlm-foba-rev": "trlm-foba-smol", "trlm-foba-fwd": "trlm-foba-smol"}
 FORWARD_DEFAULT = "smollm2-135m-instruct"
-REDUCE = {"forward-mean": "mean", "self": "mean", "combined-mean": "mean"}  # every other likelihood scorer sums
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """What makes a scorer what it is; :data:`SCORER_SPECS` holds one per name and everything else derives from it.
+
+    ``reads`` says which request it builds: ``backward`` (Table 7's prompts, of ``family`` ba or fo), ``forward``
+    (log P(A | Q)), ``chat`` (the forward chat form), ``combined`` (``parts``: a forward and a backward scorer whose
+    log-likelihoods it adds with weight ``alpha``), or no model at all (``length``, ``random``).
+    """
+
+    name: str
+    reads: Literal["backward", "forward", "chat", "combined", "length", "random"]
+    direction: Literal["forward", "reverse"] | None = "forward"  # token order its engine reads in; None: no model
+    model: str | None = FORWARD_DEFAULT  # the model loaded when none is given
+    reduce: Literal["sum", "mean"] = "sum"  # a log-likelihood's score: summed, or per token
+    # `trlm serve` ranks with it: its score is one log-probability that serve maps to (0, 1] monotonically.
+    # forward-sum sums over the document's own tokens, so exp(score / n) would not be monotone across documents.
+    servable: bool = False
+    family: Literal["ba", "fo"] | None = None  # backward: whose prompts
+    parts: tuple[str, ...] = ()  # combined: (forward scorer, backward scorer)
+    alpha: float | None = None  # combined: the backward term's weight
+
+    def score(self, *lls: LogLik, alpha: float | None = None) -> float:
+        """The score of one response from its log-likelihood (a combined scorer: one per part, in ``parts``
+        order; ``alpha`` overrides its weight)."""
+        if self.parts:
+            fw, ba = lls
+            return combine(fw, ba, self.alpha if alpha is None else alpha, self.reduce)
+        (ll,) = lls
+        return reduce_loglik(ll, self.reduce)
+
+
 # The combined reward's α (the KL-regularised best-of-N optimum P_fw(A|Q) · P_TRLM(Q|A)^α, the paper's §6).
 # Chosen by LC win rate on 80 AlpacaEval dev instructions (instruction_id % 5 != 3; the held-out test instructions
 # were never read): `trlm bench rerank-alpha --dev-limit 80 --out runs/rerank_alpha`. Dev pair agreement instead
 # rises with α up to the grid's end (64), i.e. towards TRLM-Ba alone; docs/rerank.md.
-COMBINED_ALPHA = {"combined-sum": 0.1, "combined-mean": 0.5}
+_COMBINED = ("forward-sum", "trlm-ba")
+SCORER_SPECS: dict[str, ScorerSpec] = {s.name: s for s in (
+    ScorerSpec("trlm-ba", "backward", "reverse", "trlm-ba-smol", servable=True, family="ba"),
+    ScorerSpec("trlm-fo", "backward", servable=True, family="fo"),
+    ScorerSpec("trlm-fo-chat", "chat", servable=True),
+    ScorerSpec("trlm-foba-rev", "backward", "reverse", "trlm-foba-smol", servable=True, family="ba"),
+    ScorerSpec("trlm-foba-fwd", "backward", "forward", "trlm-foba-smol", servable=True, family="fo"),
+    ScorerSpec("combined-sum", "combined", parts=_COMBINED, alpha=0.1),
+    ScorerSpec("combined-mean", "combined", reduce="mean", parts=_COMBINED, alpha=0.5),
+    ScorerSpec("forward-mean", "forward", reduce="mean", servable=True),
+    ScorerSpec("forward-sum", "forward"),
+    ScorerSpec("self", "forward", reduce="mean", servable=True),
+    ScorerSpec("length", "length", None, None),
+    ScorerSpec("random", "random", None, None),
+)}
 
-__all__ = ["SCORERS", "COMBINED_ALPHA", "Scorer", "LikelihoodScorer", "CombinedScorer", "LengthScorer",
+# Views of the table, for the modules and flags that list one property.
+SCORERS: tuple[str, ...] = tuple(SCORER_SPECS)
+DEFAULT_MODELS: dict[str, str] = {n: s.model for n, s in SCORER_SPECS.items() if s.model}
+COMBINED_ALPHA: dict[str, float] = {n: s.alpha for n, s in SCORER_SPECS.items() if s.parts}
+SERVABLE_SCORERS: tuple[str, ...] = tuple(n for n, s in SCORER_SPECS.items() if s.servable)
+REVERSE_SCORERS: tuple[str, ...] = tuple(n for n, s in SCORER_SPECS.items() if s.direction == "reverse")
+
+__all__ = ["ScorerSpec", "SCORER_SPECS", "SCORERS", "COMBINED_ALPHA", "DEFAULT_MODELS", "SERVABLE_SCORERS",
+           "REVERSE_SCORERS", "Scorer", "LikelihoodScorer", "CombinedScorer", "LengthScorer",
            "RandomScorer", "make_scorer", "get_engine", "combine", "reduce_loglik"]
 
 
@@ -74,7 +127,11 @@ class LikelihoodScorer(Scorer):
         self.engine.resolve_direction(self.direction)  # refuses a model of the wrong token order, now
 
     def score_many(self, items, progress=False):
-        return [[reduce_loglik(ll, self.reduce) for ll in row] for row in self.logliks_many(items, progress)]
+        return [[self.score_loglik(ll) for ll in row] for row in self.logliks_many(items, progress)]
+
+    def score_loglik(self, ll: LogLik) -> float:
+        """A response's score from its log-likelihood (as :meth:`logliks_many` returns it): sum or mean."""
+        return reduce_loglik(ll, self.reduce)
 
     def logliks_many(self, items: Sequence[tuple[str, Sequence[str]]], progress: bool = False) -> list[list[LogLik]]:
         """The engine's log-likelihood of every (query, response) request, shaped like ``items``."""
@@ -175,7 +232,7 @@ def make_scorer(
     alpha: float | None = None,
     reverse_model: str | None = None,
 ) -> Scorer:
-    """Build a scorer by name (see :data:`SCORERS`).
+    """Build a scorer by name, as its :data:`SCORER_SPECS` entry says.
 
     Args:
         engine: an engine to score with; else ``model`` (or the scorer's default model) is loaded once.
@@ -183,32 +240,31 @@ def make_scorer(
         sp, cp: override the scoring / conditioning prompt of TRLM scorers.
         max_response_tokens: responses are cut to this many tokens (keeping their start) before scoring.
         alpha, reverse_model: the combined scorers' weight of the backward term (default
-            :data:`COMBINED_ALPHA`) and its reverse model (default ``trlm-ba-smol``); ``model`` / ``engine`` is
+            spec's ``alpha``) and its reverse model (default ``trlm-ba-smol``); ``model`` / ``engine`` is
             the forward model.
     """
-    if name not in SCORERS:
+    spec = SCORER_SPECS.get(name)
+    if spec is None:
         raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    if name == "length":
+    if spec.reads == "length":
         return LengthScorer()
-    if name == "random":
+    if spec.reads == "random":
         return RandomScorer(seed=seed)
-    engine = engine or get_engine(model or DEFAULT_MODELS.get(name, FORWARD_DEFAULT))
-    if name in ("forward-mean", "forward-sum", "self"):
-        return LikelihoodScorer(name, engine, "forward", _forward_builder(engine, task),
-                                reduce=REDUCE.get(name, "sum"),
-                                max_response_tokens=max_response_tokens)
-    if name in COMBINED_ALPHA:
-        fw = make_scorer("forward-sum", engine, max_response_tokens=max_response_tokens)
-        ba = make_scorer("trlm-ba", model=reverse_model, task=task, sp=sp, cp=cp,
+    engine = engine or get_engine(model or spec.model)
+    if spec.reads == "combined":
+        fw_name, ba_name = spec.parts
+        fw = make_scorer(fw_name, engine, max_response_tokens=max_response_tokens)
+        ba = make_scorer(ba_name, model=reverse_model, task=task, sp=sp, cp=cp,
                          max_response_tokens=max_response_tokens)
-        return CombinedScorer(name, fw, ba, COMBINED_ALPHA[name] if alpha is None else alpha, REDUCE.get(name, "sum"))
-    if name == "trlm-fo-chat":
-        return LikelihoodScorer(name, engine, "forward", _chat_builder(engine, task),
-                                max_response_tokens=max_response_tokens)
-    family = "ba" if name in ("trlm-ba", "trlm-foba-rev") else "fo"
-    d_sp, d_cp = PROMPTS[(family, task)]
-    build = _backward_builder(family, task, d_sp if sp is None else sp, d_cp if cp is None else cp)
-    return LikelihoodScorer(name, engine, "reverse" if family == "ba" else "forward", build,
+        return CombinedScorer(name, fw, ba, spec.alpha if alpha is None else alpha, spec.reduce)
+    if spec.reads == "forward":
+        build = _forward_builder(engine, task)
+    elif spec.reads == "chat":
+        build = _chat_builder(engine, task)
+    else:
+        d_sp, d_cp = PROMPTS[(spec.family, task)]
+        build = _backward_builder(spec.family, task, d_sp if sp is None else sp, d_cp if cp is None else cp)
+    return LikelihoodScorer(name, engine, spec.direction, build, reduce=spec.reduce,
                             max_response_tokens=max_response_tokens)
