@@ -2,13 +2,14 @@
 
 Each system registers module-level command functions that load, call one library function and save:
 
-    trlm models | export | score | generate | bench throughput   trlm.core.cli
+    trlm models | export | score                                   trlm.core.cli
+    trlm bench throughput                                          trlm.scoring.cli
+    trlm generate | bench speculative                              trlm.speculative.cli
     trlm rerank | best-of-n | bench rerank                         trlm.rerank.cli
     trlm retrieve | bench retrieve                                 trlm.retrieve.cli
     trlm cite | bench cite                                         trlm.cite.cli
     trlm guard | guard-train-filter | bench guard                  trlm.guard.cli
     trlm train | bench train                                       trlm.train.cli
-    trlm bench speculative                                         trlm.speculative.cli
     trlm factcheck score|synth|train | bench factcheck             trlm.factcheck.cli
     trlm redteam generate|run|judge|report|pipeline | bench redteam trlm.redteam.cli
     trlm serve | bench serve                                       trlm.serve.cli
@@ -39,6 +40,7 @@ from trlm.guard import cli as guard_cli
 from trlm.redteam import cli as redteam_cli
 from trlm.rerank import cli as rerank_cli
 from trlm.retrieve import cli as retrieve_cli
+from trlm.scoring import cli as scoring_cli
 from trlm.serve import cli as serve_cli
 from trlm.speculative import cli as speculative_cli
 from trlm.steer import cli as steer_cli
@@ -78,8 +80,8 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log decis
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-for _system in (core_cli, speculative_cli, rerank_cli, retrieve_cli, cite_cli, guard_cli, train_cli, distill_cli,
-                steer_cli, factcheck_cli, redteam_cli, serve_cli, backends_cli):
+for _system in (core_cli, scoring_cli, speculative_cli, rerank_cli, retrieve_cli, cite_cli, guard_cli, train_cli,
+                distill_cli, steer_cli, factcheck_cli, redteam_cli, serve_cli, backends_cli):
     _system.register(app, bench)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trlm.factcheck.checkers import FactChecker
+from trlm.factcheck.base import FactChecker
 from trlm.factcheck.chunking import chunk_document, count_words, split_sentences
 
 

@@ -1,4 +1,4 @@
-"""AlpacaEval judged-candidate loading, the length-controlled win rate, and the reranking metrics."""
+"""The length-controlled win rate, the reranking metrics and the rerank benchmark on AlpacaEval."""
 
 import json
 from dataclasses import replace
@@ -7,19 +7,20 @@ import numpy as np
 import pytest
 
 from trlm.core.io import InputError, default_data_dir
-from trlm.rerank import alpaca as A
+from trlm.data import alpaca as D
+from trlm.rerank import metrics as M
 from trlm.rerank.bench import get_scores, instruction_difficulty, lc_reproduction, length_preference, run_rerank_bench
 
 DATA = default_data_dir()
-JUDGED = DATA / A.JUDGED_FILE
-REFERENCE = DATA / A.REFERENCE_FILE
-LEADERBOARD = DATA / A.LEADERBOARD_FILE
+JUDGED = DATA / D.JUDGED_FILE
+REFERENCE = DATA / D.REFERENCE_FILE
+LEADERBOARD = DATA / D.LEADERBOARD_FILE
 needs_data = pytest.mark.skipif(not JUDGED.exists(), reason=f"shared AlpacaEval data not found at {JUDGED}")
 
 
 @pytest.fixture(scope="module")
 def judged():
-    return A.load_judged(JUDGED, REFERENCE)
+    return D.load_judged(JUDGED, REFERENCE)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +65,9 @@ def test_reranker_picking_one_model_gets_that_models_lc(judged, difficulty):
     subset = judged[:200]
     m = "claude-2"
     picks = [[c.generator for c in ins.candidates].index(m) for ins in subset]
-    fit = A.lc_win_rate(subset, picks, difficulty)
+    fit = M.lc_win_rate(subset, picks, difficulty)
     only_m = [replace(ins, candidates=tuple(c for c in ins.candidates if c.generator == m)) for ins in subset]
-    per_model = A.model_lc(only_m, difficulty)[m]
+    per_model = M.model_lc(only_m, difficulty)[m]
     assert fit.lc_win_rate == pytest.approx(per_model.lc_win_rate, abs=1e-9)
     assert 0 < fit.lc_win_rate < 1
 
@@ -81,7 +82,7 @@ def test_lc_glm_recovers_known_coefficients():
     delta = ref_len - out_len
     phi, psi, theta = -1.5, 1.0, -1.0
     p = 1 / (1 + np.exp(-(phi * np.tanh(delta / delta.std(ddof=1)) + psi * gamma + theta)))
-    fit = A.fit_lc(p, out_len, ref_len, gamma)
+    fit = M.fit_lc(p, out_len, ref_len, gamma)
     assert fit.coef_length == pytest.approx(phi, abs=0.05)
     assert fit.coef_difficulty == pytest.approx(psi, abs=0.05)
     assert fit.bias == pytest.approx(theta, abs=0.05)
@@ -93,59 +94,37 @@ def test_lc_glm_recovers_known_coefficients():
 
 def test_pair_agreement_hand_cases():
     judge = [0.9, 0.5, 0.1]
-    assert A.pair_counts([3, 2, 1], judge) == (3.0, 3)
-    assert A.pair_counts([1, 2, 3], judge) == (0.0, 3)
-    assert A.pair_counts([3, 3, 1], judge) == (2.5, 3)  # a scorer tie counts one half
-    assert A.pair_counts([3, 2, 1], [0.5, 0.5, 0.1]) == (2.0, 2)  # judge ties are not pairs
-    share, n = A.pair_agreement([([3, 2, 1], judge, [10, 10, 10]), ([1, 2], [0.2, 0.8], [10, 10])])
+    assert M.pair_counts([3, 2, 1], judge) == (3.0, 3)
+    assert M.pair_counts([1, 2, 3], judge) == (0.0, 3)
+    assert M.pair_counts([3, 3, 1], judge) == (2.5, 3)  # a scorer tie counts one half
+    assert M.pair_counts([3, 2, 1], [0.5, 0.5, 0.1]) == (2.0, 2)  # judge ties are not pairs
+    share, n = M.pair_agreement([([3, 2, 1], judge, [10, 10, 10]), ([1, 2], [0.2, 0.8], [10, 10])])
     assert (share, n) == (1.0, 4)
 
 
 def test_pair_agreement_similar_length_filter():
     # lengths 100, 110, 300: only the pair (100, 110) differs by less than 25 % of the longer one
     scores, judge, lengths = [1, 2, 3], [0.9, 0.5, 0.1], [100, 110, 300]
-    assert A.pair_counts(scores, judge, lengths, max_rel_len_diff=0.25) == (0.0, 1)
-    assert A.pair_counts(scores, judge, [100, 124, 99], max_rel_len_diff=0.25) == (0.0, 3)
-    assert A.pair_counts(scores, judge, [100, 134, 300], max_rel_len_diff=0.25) == (0.0, 0)
+    assert M.pair_counts(scores, judge, lengths, max_rel_len_diff=0.25) == (0.0, 1)
+    assert M.pair_counts(scores, judge, [100, 124, 99], max_rel_len_diff=0.25) == (0.0, 3)
+    assert M.pair_counts(scores, judge, [100, 134, 300], max_rel_len_diff=0.25) == (0.0, 0)
     with pytest.raises(ValueError, match="lengths"):
-        A.pair_counts(scores, judge, None, max_rel_len_diff=0.25)
+        M.pair_counts(scores, judge, None, max_rel_len_diff=0.25)
 
 
 def test_pick_best_takes_first_of_ties():
-    assert A.pick_best([0.1, 0.7, 0.7]) == 1
+    assert M.pick_best([0.1, 0.7, 0.7]) == 1
 
 
 @needs_data
 def test_family_mapping_covers_named_models(judged):
-    sizes = {fam: len(gens) for fam, gens in A.FAMILIES.items()}
+    sizes = {fam: len(gens) for fam, gens in M.FAMILIES.items()}
     assert sizes == {"FuseChat": 5, "Claude": 3, "GPT-3.5": 3, "Vicuna": 2, "Gemma": 2}
     generators = {c.generator for ins in judged for c in ins.candidates}
-    named = [g for gens in A.FAMILIES.values() for g in gens]
+    named = [g for gens in M.FAMILIES.values() for g in gens]
     assert len(set(named)) == 15 and set(named) <= generators
-    assert A.family_of("claude-instant-1.2") == "Claude"
-    assert A.family_of("alpaca-7b") is None
-
-
-# ------------------------------------------------------------------------------------------------ loading
-
-@needs_data
-def test_load_judged_limit_and_reference(judged):
-    first = A.load_judged(JUDGED, REFERENCE, limit=3)
-    assert [i.instruction_id for i in first] == sorted(i.instruction_id for i in judged)[:3]
-    ref = json.loads(REFERENCE.read_text())
-    by_text = {r["instruction"]: r["output"] for r in ref}
-    assert all(ins.reference == by_text[ins.instruction] for ins in first)
-    assert all(len(ins.candidates) == 24 for ins in first)
-
-
-@needs_data
-def test_dev_and_heldout_splits_partition_the_instructions(judged):
-    dev = {i.instruction_id for i in A.load_judged(JUDGED, REFERENCE, dev=True)}
-    held = {i.instruction_id for i in A.load_judged(JUDGED, REFERENCE, heldout=True)}
-    assert dev and held and not dev & held and dev | held == {i.instruction_id for i in judged}
-    assert all(i % 5 == 3 for i in held) and all(i % 5 != 3 for i in dev)
-    with pytest.raises(InputError, match="not both"):
-        A.load_judged(JUDGED, REFERENCE, heldout=True, dev=True)
+    assert M.family_of("claude-instant-1.2") == "Claude"
+    assert M.family_of("alpaca-7b") is None
 
 
 def test_alpha_choice_takes_best_dev_lc_and_smaller_alpha_on_ties():
@@ -161,43 +140,23 @@ def test_alpha_sweep_at_zero_is_the_forward_pick_and_large_alpha_the_trlm_ba_pic
     from trlm.core.schema import LogLik
     from trlm.rerank.alpha import sweep
 
-    ins = judged[:A.N_SPLITS * 2]
+    ins = judged[:M.N_SPLITS * 2]
     rng = np.random.default_rng(0)
     fw = [[LogLik(float(-rng.uniform(1, 50)), 10, False) for _ in i.candidates] for i in ins]
     ba = [[LogLik(float(-rng.uniform(1, 50)), 10, False) for _ in i.candidates] for i in ins]
     table = sweep(ins, fw, ba, difficulty, alphas=(0.0, 1e6))
 
     def win(lls):
-        return float(np.mean([i.candidates[A.pick_best([x.logprob for x in row])].win for i, row in zip(ins, lls)]))
+        return float(np.mean([i.candidates[M.pick_best([x.logprob for x in row])].win for i, row in zip(ins, lls)]))
 
     assert table["combined-sum"]["0"]["win_rate"] == pytest.approx(win(fw))
     assert table["combined-sum"]["1e+06"]["win_rate"] == pytest.approx(win(ba))
 
 
-def test_load_judged_errors_name_the_problem(tmp_path):
-    ref = tmp_path / "ref.json"
-    ref.write_text(json.dumps([{"instruction": "Say hi.", "output": "Hi!"}]))
-    row = {"instruction_id": 0, "dataset": "x", "instruction": "Say hi.", "generator": "g", "output": "hello",
-           "win_vs_reference": 0.3}
-    bad = tmp_path / "missing.jsonl"
-    bad.write_text(json.dumps({k: v for k, v in row.items() if k != "win_vs_reference"}) + "\n")
-    with pytest.raises(InputError, match=r"missing.jsonl:1: missing field 'win_vs_reference'"):
-        A.load_judged(bad, ref)
-    orphan = tmp_path / "orphan.jsonl"
-    orphan.write_text(json.dumps({**row, "instruction": "Something else"}) + "\n")
-    with pytest.raises(InputError, match="no reference row for instruction_id 0"):
-        A.load_judged(orphan, ref)
-    ok = tmp_path / "ok.jsonl"
-    ok.write_text(json.dumps(row) + "\n")
-    assert A.load_judged(ok, ref)[0].reference == "Hi!"
-    with pytest.raises(InputError, match="--limit"):
-        A.load_judged(ok, ref, limit=0)
-
-
 def test_length_preference_hand_cases():
-    ins = A.Instruction(0, "x", "q", "ref",
-                        tuple(A.Candidate(f"g{k}", "a" * n, 0.5) for k, n in enumerate((5, 50, 20))))
-    flat = A.Instruction(1, "x", "q", "ref", tuple(A.Candidate(f"g{k}", "b" * 7, 0.5) for k in range(3)))
+    ins = D.Instruction(0, "x", "q", "ref",
+                        tuple(D.Candidate(f"g{k}", "a" * n, 0.5) for k, n in enumerate((5, 50, 20))))
+    flat = D.Instruction(1, "x", "q", "ref", tuple(D.Candidate(f"g{k}", "b" * 7, 0.5) for k in range(3)))
     assert length_preference([[1.0, 3.0, 2.0]], [ins]) == pytest.approx(1.0)
     assert length_preference([[3.0, 1.0, 2.0]], [ins]) == pytest.approx(-1.0)
     # equal lengths (or equal scores) carry no information and are skipped, not counted as 0
@@ -207,10 +166,10 @@ def test_length_preference_hand_cases():
 
 def test_forward_mean_and_sum_share_one_scoring_pass(tmp_path):
     smol = "smollm2-135m-instruct"
-    ins = A.Instruction(7, "x", "Name a primary colour.", "Red.",
-                        (A.Candidate("g0", "Red is a primary colour.", 0.9),
-                         A.Candidate("g1", "Blue, along with red and yellow, is one of the three primaries.", 0.4),
-                         A.Candidate("g2", " \n", 0.0)))  # empty outputs occur in the dev data (gemma-2b-it)
+    ins = D.Instruction(7, "x", "Name a primary colour.", "Red.",
+                        (D.Candidate("g0", "Red is a primary colour.", 0.9),
+                         D.Candidate("g1", "Blue, along with red and yellow, is one of the three primaries.", 0.4),
+                         D.Candidate("g2", " \n", 0.0)))  # empty outputs occur in the dev data (gemma-2b-it)
     mean = get_scores("forward-mean", [ins], tmp_path, model=smol, max_response_tokens=64, progress=False)
     path = tmp_path / "scores_forward.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines()]
@@ -240,10 +199,10 @@ def test_combined_bench_scores_equal_the_combined_scorer_from_the_part_caches(tm
     from trlm.scoring import make_scorer
 
     smol = "smollm2-135m-instruct"
-    ins = A.Instruction(7, "x", "Name a primary colour.", "Red.",
-                        (A.Candidate("g0", "Red is a primary colour.", 0.9),
-                         A.Candidate("g1", "Grass is green because of chlorophyll.", 0.4),
-                         A.Candidate("g2", " ", 0.0)))
+    ins = D.Instruction(7, "x", "Name a primary colour.", "Red.",
+                        (D.Candidate("g0", "Red is a primary colour.", 0.9),
+                         D.Candidate("g1", "Grass is green because of chlorophyll.", 0.4),
+                         D.Candidate("g2", " ", 0.0)))
     got = get_scores("combined-mean", [ins], tmp_path, model=smol, max_response_tokens=64, progress=False, alpha=0.3)
     assert {p.name for p in tmp_path.glob("scores_*.jsonl")} == {"scores_forward.jsonl", "scores_trlm-ba.jsonl"}
     want = make_scorer("combined-mean", model=smol, max_response_tokens=64, alpha=0.3).score(

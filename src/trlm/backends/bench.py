@@ -34,7 +34,7 @@ LOCAL = {"trlm-fo": "smollm2-135m-instruct", "trlm-ba": "trlm-ba-smol"}
 
 
 def _dev(data: Path):
-    from trlm.rerank.alpaca import JUDGED_FILE, REFERENCE_FILE, load_judged
+    from trlm.data.alpaca import JUDGED_FILE, REFERENCE_FILE, load_judged
 
     return load_judged(require_path(data / JUDGED_FILE, "AlpacaEval judged candidates"),
                        require_path(data / REFERENCE_FILE, "AlpacaEval reference answers"), dev=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -58,6 +59,18 @@ def read_json_list(path: str | Path, required: Sequence[str] = ()) -> list[dict]
         for key in required:
             if not isinstance(row, dict) or not isinstance(row.get(key), str):
                 raise InputError(f"{path}: item {n}: field {key!r} must be a string")
+    return rows
+
+
+def read_csv(path: str | Path, required: Sequence[str] = ()) -> list[dict]:
+    """A CSV file's rows as dicts; a row missing a ``required`` field is an error naming the file and line."""
+    path = Path(path)
+    with require_path(path, path.name).open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for n, row in enumerate(rows, 2):
+        for key in required:
+            if not row.get(key):
+                raise InputError(f"{path}:{n}: missing field {key!r}")
     return rows
 
 

@@ -78,7 +78,7 @@ def alpaca_rows(data: Path, *, heldout: bool = False, per_instruction: int = 1, 
     ``per_instruction`` candidates per instruction (a seeded choice among the 24 models), shuffled.
     """
     from trlm.core.io import require_path
-    from trlm.rerank.alpaca import JUDGED_FILE, is_heldout
+    from trlm.data.alpaca import JUDGED_FILE, is_heldout
 
     rows = read_jsonl(require_path(Path(data) / JUDGED_FILE, "AlpacaEval judged candidates"),
                       required={"instruction_id": int, "instruction": str, "generator": str, "output": str})

@@ -13,6 +13,7 @@
 * :mod:`.data`, :mod:`.metrics`, :mod:`.bench`, :mod:`.cli`  datasets, BAcc and thresholds, the benchmark, commands.
 """
 
-from trlm.factcheck.checkers import CHECKERS, Check, FactChecker, make_checker
+from trlm.factcheck.base import Check, FactChecker
+from trlm.factcheck.checkers import CHECKERS, make_checker
 
 __all__ = ["CHECKERS", "Check", "FactChecker", "make_checker"]

@@ -30,7 +30,8 @@ import numpy as np
 from trlm.core.cache import ResultCache
 from trlm.core.io import write_json, write_text
 from trlm.core.report import fmt, new_figure, save_figure, write_results
-from trlm.factcheck.checkers import CachedChecker, FactChecker, PMIChecker, fit_calibration, make_checker
+from trlm.factcheck.base import FactChecker
+from trlm.factcheck.checkers import CachedChecker, PMIChecker, fit_calibration, make_checker
 from trlm.factcheck.data import (DATASETS, PATHS, SUMMAC, WICE_DEV, Pair, dataset_name, load_factcheck_gpt,
                                  load_pairs, read_cg2c, sample_pairs)
 from trlm.factcheck.metrics import bacc_at, crossfit_bacc, tune_threshold

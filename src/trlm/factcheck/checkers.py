@@ -29,7 +29,6 @@ the TRLM scorers do for citation. Their raw PMI is mapped to a probability by ``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -37,7 +36,8 @@ import numpy as np
 
 from trlm.core.checkpoint import ModelError, read_meta
 from trlm.core.engine import Engine, Request, get_engine
-from trlm.factcheck.chunking import DEFAULT_CHUNK_WORDS, chunk_document
+from trlm.factcheck.base import Check, FactChecker
+from trlm.factcheck.features import SHIPPED, FeatureChecker
 
 TEMPLATE = ('{doc}\n\nChoose your answer: based on the paragraph above can we conclude that "{claim}"?\n\n'
             "OPTIONS:\n- Yes\n- No\nI think the answer is ")
@@ -50,62 +50,6 @@ PMI_CHECKERS = ("trlm-ba", "trlm-fo", "forward-pmi")
 # 0.71 BAcc on those pairs). A PMI checker without a fitted entry uses (1, 0): supported iff the claim makes the
 # document more likely (PMI > 0).
 CALIBRATION: dict[str, tuple[float, float]] = {"trlm-ba": (0.03355, -2.053)}
-
-
-@dataclass(frozen=True)
-class Check:
-    prob: float  # P(supported): the maximum over chunks
-    label: int  # 1 = supported (prob > threshold)
-    best_chunk: int  # index of the chunk that gave prob
-    chunk_probs: tuple[float, ...]
-
-
-class FactChecker:
-    """Chunking, max aggregation and thresholding around :meth:`pair_probs` (one probability per (chunk, claim))."""
-
-    name = "checker"
-    chunk_words = DEFAULT_CHUNK_WORDS
-    threshold = 0.5
-
-    def pair_scores(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[float]:
-        """The checker's raw score per (chunk, claim): P(supported), or a PMI that :meth:`prob` maps to one."""
-        raise NotImplementedError
-
-    def prob(self, score: float) -> float:
-        return score
-
-    def pair_probs(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> list[float]:
-        return [self.prob(x) for x in self.pair_scores(pairs, progress)]
-
-    def chunks(self, doc: str) -> list[str]:
-        return chunk_document(doc, self.chunk_words)
-
-    def score(self, docs: Sequence[str], claims: Sequence[str], *, threshold: float | None = None,
-              progress: bool = False) -> list[Check]:
-        """One :class:`Check` per (doc, claim); a document of any length is chunked, never truncated."""
-        t = self.threshold if threshold is None else threshold
-        out = []
-        for raw in self.chunk_scores(docs, claims, progress):
-            ps = tuple(float(self.prob(x)) for x in raw)
-            best = int(np.argmax(ps))
-            out.append(Check(ps[best], int(ps[best] > t), best, ps))
-        return out
-
-    def chunk_scores(self, docs: Sequence[str], claims: Sequence[str], progress: bool = False) -> list[list[float]]:
-        """Raw :meth:`pair_scores` of every chunk of every document against its claim."""
-        if isinstance(docs, str) or isinstance(claims, str):
-            raise TypeError("score() takes lists of documents and claims, not single strings")
-        if len(docs) != len(claims):
-            raise ValueError(f"{len(docs)} documents for {len(claims)} claims")
-        for i, (d, c) in enumerate(zip(docs, claims)):
-            if not isinstance(d, str) or not d.strip():
-                raise ValueError(f"document {i} is empty or not a string")
-            if not isinstance(c, str) or not c.strip():
-                raise ValueError(f"claim {i} is empty or not a string")
-        chunked = {d: self.chunks(d) for d in dict.fromkeys(docs)}
-        pairs = list(dict.fromkeys((ch, c.strip()) for d, c in zip(docs, claims) for ch in chunked[d]))
-        raw = dict(zip(pairs, self.pair_scores(pairs, progress=progress)))
-        return [[raw[(ch, c.strip())] for ch in chunked[d]] for d, c in zip(docs, claims)]
 
 
 # ----------------------------------------------------------------------------------------------- cross-encoder
@@ -270,12 +214,14 @@ def fit_calibration(values: Sequence[float], labels: Sequence[int]) -> tuple[flo
     return float(lr.coef_[0, 0] / scale), float(lr.intercept_[0])
 
 
+__all__ = ["CHECKERS", "Check", "FactChecker", "CrossEncoderChecker", "YesNoChecker", "PMIChecker", "CachedChecker",
+           "make_checker", "fit_calibration", "resolve_checker_dir", "encode_pairs"]
+
+
 def make_checker(name: str, model: str | None = None, *, device: str | None = None) -> FactChecker:
     """A checker by name (:data:`CHECKERS`) or a trained cross-encoder directory; ``model`` overrides the LM."""
     if name == "minilm-features" or (name.endswith(".json") and Path(name).is_file()) or (
             Path(name).expanduser().is_dir() and (Path(name).expanduser() / "checker.json").exists()):
-        from trlm.factcheck.features import SHIPPED, FeatureChecker
-
         return FeatureChecker(SHIPPED if name == "minilm-features" else Path(name).expanduser())
     if name == "minilm":
         return CrossEncoderChecker(model or SHIPPED_CHECKER, device=device)

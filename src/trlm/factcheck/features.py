@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from trlm.core.io import InputError, write_json
-from trlm.factcheck.checkers import FactChecker
+from trlm.factcheck.base import FactChecker
 from trlm.factcheck.chunking import split_sentences
 
 FEATURES = ("sim_max", "sim_top2", "sim_chunk", "cov_words", "cov_best", "cov_top2", "cov_numbers", "has_numbers",

@@ -26,7 +26,8 @@ from typing import Sequence
 
 from trlm.core.cache import ResultCache
 from trlm.core.report import write_results
-from trlm.guard.data import jailbroken_attacks, jbb_behaviors, xstest, xstest_completions
+from trlm.data.xstest import xstest, xstest_completions
+from trlm.guard.data import jailbroken_attacks, jbb_behaviors
 from trlm.guard.defense import DEFENSE_MODELS, DefenseArgs, TRLMDefense, reject
 from trlm.guard.filters import make_filter
 

@@ -10,7 +10,6 @@ and the JailbreakBench attack artifacts.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import random
@@ -18,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from trlm.core.io import InputError, require_path
+from trlm.core.io import InputError, read_csv, require_path
+from trlm.data.alpaca import REFERENCE_FILE
+from trlm.data.xstest import xstest
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,6 @@ class Example:
     text: str
     label: int  # 1 = unsafe
     source: str
-
-
-def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict]:
-    with require_path(path, path.name).open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    for n, row in enumerate(rows, 2):
-        for key in required:
-            if not row.get(key):
-                raise InputError(f"{path}:{n}: missing field {key!r}")
-    return rows
 
 
 def _read_json_records(path: Path) -> list[dict]:
@@ -57,23 +48,9 @@ def _read_json_records(path: Path) -> list[dict]:
     return obj
 
 
-def xstest(data_dir: Path, half: str, label: str | None = None) -> list[dict]:
-    """XSTest rows (``id, prompt, type, label``) of the ``even`` or ``odd`` ``id`` half, optionally one label."""
-    rows = _read_csv(Path(data_dir) / "xstest" / "xstest_prompts.csv", ("id", "prompt", "label"))
-    want = 0 if half == "even" else 1
-    return [r for r in rows if int(r["id"]) % 2 == want and (label is None or r["label"] == label)]
-
-
-def xstest_completions(data_dir: Path, model: str = "gpt4") -> dict[int, str]:
-    """``id -> completion`` (ids there read ``v2-<id>``) from
-    ``xstest/automated_evaluation_labels/xstest_v2_completions_<model>_gpteval.csv``."""
-    path = Path(data_dir) / "xstest" / "automated_evaluation_labels" / f"xstest_v2_completions_{model}_gpteval.csv"
-    return {int(r["id"].removeprefix("v2-")): r["completion"] for r in _read_csv(path, ("id", "completion"))}
-
-
 def jbb_behaviors(data_dir: Path, kind: str) -> list[dict]:
     """JBB-Behaviors rows (``Index, Goal, ...``) of ``harmful`` or ``benign``."""
-    return _read_csv(Path(data_dir) / "jbb_behaviors" / f"{kind}-behaviors.csv", ("Goal",))
+    return read_csv(Path(data_dir) / "jbb_behaviors" / f"{kind}-behaviors.csv", ("Goal",))
 
 
 @dataclass(frozen=True)
@@ -127,7 +104,7 @@ def training_examples(data_dir: Path) -> list[Example]:
         for r in _read_json_records(path):  # ASTRAL_RAG holds some test cases as one-element lists
             cases = r["testcase"] if isinstance(r["testcase"], list) else [r["testcase"]]
             ex += [Example(str(t).strip().strip('"'), 1, f"astral-{path.stem}") for t in cases]
-    alpaca = require_path(data_dir / "alpaca_eval" / "eval_set_with_reference_gpt4_1106_preview.json", "AlpacaEval")
+    alpaca = require_path(data_dir / REFERENCE_FILE, "AlpacaEval")
     ex += [Example(r["instruction"], 0, "alpacaeval-dev") for r in json.loads(alpaca.read_text(encoding="utf-8"))]
     seen, out = set(), []
     for e in ex:

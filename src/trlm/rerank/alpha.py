@@ -22,7 +22,8 @@ import numpy as np
 
 from trlm.core.io import InputError, write_text
 from trlm.core.report import fmt, new_figure, save_figure, write_results
-from trlm.rerank import alpaca as A
+from trlm.data import alpaca as D
+from trlm.rerank import metrics as M
 from trlm.rerank.bench import get_logliks, instruction_difficulty
 from trlm.scoring.scorers import COMBINED_ALPHA, SCORER_SPECS
 
@@ -30,7 +31,7 @@ ALPHAS: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0
 SELECT = ("lc_win_rate", "pair_agreement")
 
 
-def sweep(instructions: Sequence[A.Instruction], fw, ba, difficulty: dict[int, float],
+def sweep(instructions: Sequence[D.Instruction], fw, ba, difficulty: dict[int, float],
           alphas: Sequence[float] = ALPHAS) -> dict[str, dict[str, dict[str, float]]]:
     """LC and raw win rate and pair agreement (all pairs, similar length) of each combined scorer at each α
     (``fw`` / ``ba``: the candidates' log-likelihoods)."""
@@ -41,12 +42,12 @@ def sweep(instructions: Sequence[A.Instruction], fw, ba, difficulty: dict[int, f
         for a in alphas:
             scores = [[-math.inf if f is None else spec.score(f, b, alpha=a) for f, b in zip(rf, rb)]
                       for rf, rb in zip(fw, ba)]
-            picks = [A.pick_best(s) for s in scores]
-            lc = A.lc_win_rate(instructions, picks, difficulty).lc_win_rate
+            picks = [M.pick_best(s) for s in scores]
+            lc = M.lc_win_rate(instructions, picks, difficulty).lc_win_rate
             win = float(np.mean([ins.candidates[k].win for ins, k in zip(instructions, picks)]))
             items = [(sc, ins.wins, ins.lengths) for sc, ins in zip(scores, instructions)]
-            pa, _ = A.pair_agreement(items)
-            pa_sim, _ = A.pair_agreement(items, max_rel_len_diff=0.25)
+            pa, _ = M.pair_agreement(items)
+            pa_sim, _ = M.pair_agreement(items, max_rel_len_diff=0.25)
             rows[f"{a:g}"] = {"alpha": float(a), "lc_win_rate": float(lc), "win_rate": win,
                               "pair_agreement": float(pa), "pair_agreement_similar_length": float(pa_sim)}
         out[name] = rows
@@ -65,13 +66,13 @@ def choose(rows: dict[str, dict[str, float]], by: str = "lc_win_rate") -> float:
 def run_alpha_sweep(data: Path, reference: Path, out: Path, dev_limit: int, *, model: str | None = None,
                     max_response_tokens: int = 256, alphas: Sequence[float] = ALPHAS, progress: bool = True) -> dict:
     """Score ``dev_limit`` dev instructions (forward and TRLM-Ba, cached), sweep α, write results + plot."""
-    if dev_limit < A.N_SPLITS:
-        raise InputError(f"--dev-limit must be at least {A.N_SPLITS} (the LC fit's folds), got {dev_limit}")
+    if dev_limit < M.N_SPLITS:
+        raise InputError(f"--dev-limit must be at least {M.N_SPLITS} (the LC fit's folds), got {dev_limit}")
     if any(a < 0 for a in alphas):
         raise InputError(f"--alphas must be non-negative, got {list(alphas)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    instructions = A.load_judged(data, reference, dev_limit, dev=True)
+    instructions = D.load_judged(data, reference, dev_limit, dev=True)
     difficulty = instruction_difficulty(data, reference)
     fw_name, ba_name = {SCORER_SPECS[n].parts for n in COMBINED_ALPHA}.pop()  # every combined scorer's parts
     fw = get_logliks(fw_name, instructions, out, model=model, max_response_tokens=max_response_tokens,

@@ -24,7 +24,8 @@ import numpy as np
 
 from trlm.core.io import InputError, write_json, write_text
 from trlm.core.report import bootstrap_ci, write_results
-from trlm.rerank import alpaca as A
+from trlm.data import alpaca as D
+from trlm.rerank import metrics as M
 from trlm.rerank.report import plot, render_report
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ CHUNK = 8  # instructions scored per engine call; the score cache is written aft
 
 @functools.lru_cache(maxsize=2)
 def _difficulty(data: str, reference: str, stamp: tuple) -> dict[int, float]:
-    return A.fit_instruction_difficulty(A.load_judged(data, reference))
+    return M.fit_instruction_difficulty(D.load_judged(data, reference))
 
 
 def instruction_difficulty(data: Path, reference: Path) -> dict[int, float]:
@@ -70,7 +71,7 @@ def _cache_config(name: str, model: str | None, max_response_tokens: int, sp: st
             "cp": cp, "format": CACHE_FORMAT}
 
 
-def get_scores(name: str, instructions: Sequence[A.Instruction], out: Path, *, model: str | None,
+def get_scores(name: str, instructions: Sequence[D.Instruction], out: Path, *, model: str | None,
                max_response_tokens: int, sp: str | None = None, cp: str | None = None,
                progress: bool = True, alpha: float | None = None) -> list[list[float]]:
     """Scores of every candidate, resumed from and saved to ``out/scores_<name>.jsonl`` (a ResultCache).
@@ -106,7 +107,7 @@ def get_scores(name: str, instructions: Sequence[A.Instruction], out: Path, *, m
             for rows in zip(*lls)]
 
 
-def get_logliks(name: str, instructions: Sequence[A.Instruction], out: Path, *, model: str | None,
+def get_logliks(name: str, instructions: Sequence[D.Instruction], out: Path, *, model: str | None,
                 max_response_tokens: int, sp: str | None = None, cp: str | None = None, progress: bool = True):
     """Each candidate's log-likelihood under a likelihood scorer (``None`` for empty candidates), cached."""
     from trlm.core.cache import ResultCache, cache_key
@@ -117,7 +118,7 @@ def get_logliks(name: str, instructions: Sequence[A.Instruction], out: Path, *, 
                         _cache_config(name, model, max_response_tokens, sp, cp))
     scorer = None
 
-    def compute(chunk: list[A.Instruction]) -> list[dict]:
+    def compute(chunk: list[D.Instruction]) -> list[dict]:
         nonlocal scorer
         scorer = scorer or make_scorer(name, model=model, task="rerank", sp=sp, cp=cp,
                                        max_response_tokens=max_response_tokens)
@@ -168,7 +169,7 @@ def _picks_by_generator(name: str, instructions, scores) -> dict[str, float]:
         return {}
     from collections import Counter
 
-    counts = Counter(ins.candidates[A.pick_best(s)].generator for s, ins in zip(scores, instructions))
+    counts = Counter(ins.candidates[M.pick_best(s)].generator for s, ins in zip(scores, instructions))
     return {g: n / len(instructions) for g, n in counts.most_common()}
 
 
@@ -178,7 +179,7 @@ def _restrict(instructions, scores, members: set[str]):
     for ins, s in zip(instructions, scores):
         keep = [k for k, c in enumerate(ins.candidates) if c.generator in members]
         if len(keep) >= 2:
-            out_i.append(A.Instruction(ins.instruction_id, ins.dataset, ins.instruction, ins.reference,
+            out_i.append(D.Instruction(ins.instruction_id, ins.dataset, ins.instruction, ins.reference,
                                        tuple(ins.candidates[k] for k in keep)))
             out_s.append([s[k] for k in keep])
     return out_i, out_s
@@ -189,28 +190,28 @@ def _pick_values(name: str, instructions, scores) -> tuple[np.ndarray, np.ndarra
     if name == "random":
         return (np.array([ins.wins.mean() for ins in instructions]),
                 np.array([ins.lengths.mean() for ins in instructions]))
-    picks = [A.pick_best(s) for s in scores]
+    picks = [M.pick_best(s) for s in scores]
     return (np.array([ins.candidates[k].win for ins, k in zip(instructions, picks)]),
             np.array([len(ins.candidates[k].output) for ins, k in zip(instructions, picks)]))
 
 
-def scorer_metrics(name: str, instructions: Sequence[A.Instruction], scores: Sequence[Sequence[float]],
+def scorer_metrics(name: str, instructions: Sequence[D.Instruction], scores: Sequence[Sequence[float]],
                    difficulty: dict[int, float]) -> tuple[dict, dict]:
     """(the results.json row, details: LC fit, families, subsets, length buckets) for one scorer's scores."""
     values, pick_len = _pick_values(name, instructions, scores)
-    lc = (A.lc_win_rate_uniform(instructions, difficulty) if name == "random"
-          else A.lc_win_rate(instructions, [A.pick_best(s) for s in scores], difficulty))
+    lc = (M.lc_win_rate_uniform(instructions, difficulty) if name == "random"
+          else M.lc_win_rate(instructions, [M.pick_best(s) for s in scores], difficulty))
     items = [(s, ins.wins, ins.lengths) for s, ins in zip(scores, instructions)]
-    pa, n_pairs = A.pair_agreement(items)
-    pa_sim, n_sim = A.pair_agreement(items, max_rel_len_diff=SIMILAR_LENGTH)
+    pa, n_pairs = M.pair_agreement(items)
+    pa_sim, n_sim = M.pair_agreement(items, max_rel_len_diff=SIMILAR_LENGTH)
 
     families = {}
-    for fam, members in A.FAMILIES.items():
+    for fam, members in M.FAMILIES.items():
         f_ins, f_scores = _restrict(instructions, scores, set(members))
         if not f_ins:
             continue
         f_vals, _ = _pick_values(name, f_ins, f_scores)
-        f_pa, f_n = A.pair_agreement([(s, i.wins, i.lengths) for s, i in zip(f_scores, f_ins)])
+        f_pa, f_n = M.pair_agreement([(s, i.wins, i.lengths) for s, i in zip(f_scores, f_ins)])
         families[fam] = {"win_rate": float(f_vals.mean()), "pair_agreement": _nan_to_none(f_pa), "n_pairs": f_n,
                          "n_candidates": len(members), "n_instructions": len(f_ins)}
     fam_pa = [f["pair_agreement"] for f in families.values() if f["pair_agreement"] is not None]
@@ -230,7 +231,7 @@ def scorer_metrics(name: str, instructions: Sequence[A.Instruction], scores: Seq
     subsets = {}
     for ds in sorted({ins.dataset for ins in instructions}):
         idx = [k for k, ins in enumerate(instructions) if ins.dataset == ds]
-        s_pa, s_n = A.pair_agreement([items[k] for k in idx])
+        s_pa, s_n = M.pair_agreement([items[k] for k in idx])
         subsets[ds] = {"win_rate": float(values[idx].mean()), "pair_agreement": _nan_to_none(s_pa),
                        "n_instructions": len(idx)}
     by_len = {}
@@ -238,13 +239,13 @@ def scorer_metrics(name: str, instructions: Sequence[A.Instruction], scores: Seq
     for blo, bhi in INSTRUCTION_LENGTH_BUCKETS:
         idx = np.flatnonzero((med >= blo) & (med < bhi))
         if len(idx):
-            b_pa, _ = A.pair_agreement([items[k] for k in idx])
+            b_pa, _ = M.pair_agreement([items[k] for k in idx])
             by_len[f"{blo}-{bhi if bhi < 10**9 else ''}"] = {
                 "win_rate": float(values[idx].mean()), "pair_agreement": _nan_to_none(b_pa),
                 "n_instructions": len(idx)}
     buckets = {}
     for blo, bhi in LEN_DIFF_BUCKETS:
-        b_pa, b_n = A.pair_agreement(items, max_rel_len_diff=bhi, min_rel_len_diff=blo)
+        b_pa, b_n = M.pair_agreement(items, max_rel_len_diff=bhi, min_rel_len_diff=blo)
         buckets[f"{blo:.2f}-{min(bhi, 1.0):.2f}"] = {"pair_agreement": _nan_to_none(b_pa), "n_pairs": b_n}
     details = {
         "n_pairs": n_pairs, "n_pairs_similar_length": n_sim, "mean_pick_length": float(pick_len.mean()),
@@ -257,11 +258,11 @@ def scorer_metrics(name: str, instructions: Sequence[A.Instruction], scores: Seq
     return row, details
 
 
-def lc_reproduction(instructions: Sequence[A.Instruction], difficulty: dict[int, float],
+def lc_reproduction(instructions: Sequence[D.Instruction], difficulty: dict[int, float],
                     leaderboard: Path) -> dict[str, dict[str, float]]:
     """Per candidate model: our LC and raw win rate on these instructions beside the leaderboard's."""
-    lb = A.read_leaderboard(leaderboard)
-    fits = A.model_lc(instructions, difficulty)
+    lb = D.read_leaderboard(leaderboard)
+    fits = M.model_lc(instructions, difficulty)
     out = {}
     for m, fit in fits.items():
         if m not in lb:
@@ -292,9 +293,9 @@ def run_rerank_bench(data: Path, reference: Path, scorers: list[str], model: str
     unknown = [n for n in names if n not in SCORERS and n not in MODEL_FREE]
     if unknown:
         raise InputError(f"unknown scorer(s) {', '.join(unknown)}; choose from {', '.join(SCORERS)} (or oracle)")
-    instructions = A.load_judged(data, reference, limit, heldout=heldout)
-    if len(instructions) < A.N_SPLITS:
-        raise InputError(f"the LC win rate needs at least {A.N_SPLITS} instructions; --limit is {limit}")
+    instructions = D.load_judged(data, reference, limit, heldout=heldout)
+    if len(instructions) < M.N_SPLITS:
+        raise InputError(f"the LC win rate needs at least {M.N_SPLITS} instructions; --limit is {limit}")
     difficulty = instruction_difficulty(data, reference)
     out.mkdir(parents=True, exist_ok=True)
     results, details = {}, {}
@@ -303,11 +304,11 @@ def run_rerank_bench(data: Path, reference: Path, scorers: list[str], model: str
         scores = get_scores(name, instructions, out, model=model, max_response_tokens=max_response_tokens,
                             sp=sp, cp=cp, progress=progress, alpha=alpha)
         results[name], details[name] = scorer_metrics(name, instructions, scores, difficulty)
-    leaderboard = data.parent / Path(A.LEADERBOARD_FILE).name
+    leaderboard = data.parent / Path(D.LEADERBOARD_FILE).name
     meta = {"data": str(data), "reference": str(reference), "model": model, "limit": limit, "heldout": heldout,
             "n_instructions": len(instructions), "max_response_tokens": max_response_tokens, "sp": sp, "cp": cp,
             "alpha": alpha,
-            "lc_reproduction": lc_reproduction(A.load_judged(data, reference), difficulty, leaderboard)
+            "lc_reproduction": lc_reproduction(D.load_judged(data, reference), difficulty, leaderboard)
             if leaderboard.exists() else None}
     write_results(out, results)
     write_json(out / "details.json", {"meta": meta, "scorers": details})

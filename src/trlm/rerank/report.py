@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from trlm.core.report import fmt, new_figure, save_figure
-from trlm.rerank import alpaca as A
+from trlm.rerank import metrics as M
 
 
 def plot(results: dict, path: Path) -> None:
@@ -69,9 +69,9 @@ def render_report(results: dict, details: dict, meta: dict) -> str:
                      f"{fmt(r['pair_agreement_similar_length'])} ({d['n_pairs_similar_length']}) | "
                      f"{fmt(r['family']['win_rate'])} | {fmt(r['family']['pair_agreement'])} | "
                      f"{d['mean_pick_length']:.0f} | {fmt(d.get('length_spearman'), 2)} |")
-    fams = list(A.FAMILIES)
+    fams = list(M.FAMILIES)
     lines += ["", "## Inside each family (win rate / pair agreement, pairs)", "",
-              "| scorer | " + " | ".join(f"{f} ×{len(A.FAMILIES[f])}" for f in fams) + " |",
+              "| scorer | " + " | ".join(f"{f} ×{len(M.FAMILIES[f])}" for f in fams) + " |",
               "|---|" + "---|" * len(fams)]
     for n in names:
         cells = []

@@ -19,13 +19,14 @@ import torch
 from trlm.core.device import cpu_name
 from trlm.core.engine import Engine, Request
 from trlm.core.io import InputError, default_data_dir, require_path, write_text
-from trlm.core.report import write_results
 from trlm.core.models import load_model
+from trlm.core.report import write_results
+from trlm.data.alpaca import JUDGED_FILE
 
 
 def load_pairs(data: Path, n: int, max_context_tokens: int | None = None) -> list[Request]:
     """``n`` pairs spread evenly over the judged candidates (every k-th row), response -> instruction."""
-    path = require_path(Path(data) / "alpaca_eval" / "judged_candidates.jsonl", "AlpacaEval judged candidates")
+    path = require_path(Path(data) / JUDGED_FILE, "AlpacaEval judged candidates")
     rows = [json.loads(line) for line in path.open()]
     if n > len(rows):
         raise InputError(f"--pairs {n} exceeds the {len(rows)} rows of {path}")

@@ -56,7 +56,7 @@ def open_prompts(data: Path, limit: int, eng) -> list[str]:
 
 
 def reverse_prompts(data: Path, limit: int, eng) -> list[str]:
-    from trlm.guard.data import xstest, xstest_completions
+    from trlm.data.xstest import xstest, xstest_completions
 
     comp = xstest_completions(data, "gpt4")
     rows = [r for r in xstest(data, "odd", "safe") if int(r["id"]) in comp][:limit]

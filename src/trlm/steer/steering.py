@@ -36,7 +36,7 @@ def instructions_for(data: Path, concept_ids: Sequence[int], seed: int = 0) -> d
     import json
 
     from trlm.core.io import require_path
-    from trlm.rerank.alpaca import REFERENCE_FILE
+    from trlm.data.alpaca import REFERENCE_FILE
 
     rows = json.loads(require_path(Path(data) / REFERENCE_FILE, "AlpacaEval eval set").read_text(encoding="utf-8"))
     pool = sorted({r["instruction"] for r in rows if len(r["instruction"]) < 300})

@@ -37,7 +37,7 @@ BATCH, SEQ_LEN, LORA_R, LR, N_PAIRS = 4, 128, 32, 1e-3, 128
 def _data(path: Path, data_dir: Path) -> Path:
     """The first N_PAIRS AlpacaEval pairs outside the held-out split (instruction_id % 5 != 3)."""
     from trlm.core.io import read_jsonl
-    from trlm.rerank.alpaca import is_heldout
+    from trlm.data.alpaca import is_heldout
 
     rows = read_jsonl(data_dir / "alpaca_eval" / "judged_candidates.jsonl",
                       {"instruction_id": int, "instruction": str, "output": str})
