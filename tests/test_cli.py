@@ -161,3 +161,29 @@ def test_data_parallel_score_matches_single_process(tmp_path):
     assert [r["continuation"] for r in b] == [r["continuation"] for r in a]  # input order restored
     for x, y in zip(a, b):
         assert y["logprob"] == pytest.approx(x["logprob"], abs=1e-3)
+
+
+def test_comma_lists_are_split_by_one_parser_that_names_the_flag():
+    from trlm.core.io import InputError, split_list
+
+    assert split_list("a, b,,c ", "--x") == ["a", "b", "c"] and split_list(None, "--x") == []
+    assert split_list("0,1.5", "--alphas", float) == [0.0, 1.5] and split_list("2,4", "--taus", int) == [2, 4]
+    with pytest.raises(InputError, match=r"--taus must be comma-separated integers, got '2,x'"):
+        split_list("2,x", "--taus", int)
+
+
+def test_distill_without_a_token_flag_distils_every_token():
+    """No required boolean flag: --all-tokens is the default, and --help says so."""
+    import typer
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["distill"].params}
+    assert params["all_tokens"].default is True and not params["all_tokens"].required
+
+
+def test_rerank_benches_default_to_the_shared_judged_file_and_its_reference():
+    from trlm.core.io import default_data_dir
+    from trlm.data.alpaca import JUDGED_FILE, REFERENCE_FILE, judged_paths
+
+    data, ref = judged_paths()
+    assert data == default_data_dir() / JUDGED_FILE and ref == default_data_dir() / REFERENCE_FILE
+    assert judged_paths("/x/j.jsonl")[1].parent.as_posix() == "/x"

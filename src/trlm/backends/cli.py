@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from trlm.core.options import echo_report
+
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("backends")(bench_backends_cmd)
@@ -24,6 +26,8 @@ def bench_backends_cmd(
     clients: int = typer.Option(16, help="Concurrent clients of the trlm serve stage."),
     dtype: str = typer.Option("auto", help="In-process dtype (auto: bf16 where the CPU has it)."),
     stages: str = typer.Option("abc", help="a: scoring, b: generation, c: trlm serve; any of them."),
+    server_dtype: str = typer.Option("bfloat16", help="The dtype the servers were started with (VLLM_DTYPE; "
+                                     "recorded in the report)."),
 ):
     """Scoring, generation and `trlm serve` on the in-process engine and on vLLM servers, one after the other."""
     from trlm.backends.bench import run_backends_bench
@@ -34,5 +38,6 @@ def bench_backends_cmd(
     if min(pairs, prompts, max_new_tokens, clients) < 1:
         raise InputError("--pairs, --prompts, --max-new-tokens and --clients must be >= 1")
     run_backends_bench(out, server=server, reverse_server=reverse_server, data=data, pairs=pairs, prompts=prompts,
-                       max_new_tokens=max_new_tokens, clients=clients, dtype=dtype, stages=stages)
-    typer.echo((out / "report.md").read_text())
+                       max_new_tokens=max_new_tokens, clients=clients, dtype=dtype, stages=stages,
+                       server_dtype=server_dtype)
+    echo_report(out)

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from trlm.core.io import check_choice, default_data_dir, parse_names
+from trlm.core.options import echo_report
 from trlm.scoring import SCORERS
 
 
@@ -57,9 +58,9 @@ def bench_cite_cmd(
     from trlm.cite.bench import run_bench_cite
     from trlm.cite.search import SEARCHES
 
-    search_list = [check_choice(s.strip(), SEARCHES, "--searches") for s in searches.split(",") if s.strip()]
+    search_list = parse_names(searches, SEARCHES, "--searches")
     check_choice(pick, ("lowest", "highest"), "--pick")
     run_bench_cite(data or default_data_dir().joinpath("wice", "entailment_retrieval_claim", "dev.jsonl"), out,
                    scorers=parse_names(scorers, SCORERS, "--scorers") if scorers else [], searches=search_list,
                    limit=limit, max_source_sentences=max_source_sentences, pick=pick, skip=skip)
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)

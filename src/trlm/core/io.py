@@ -8,7 +8,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 
 class InputError(ValueError):
@@ -140,9 +140,23 @@ def check_choice(value: str, choices: Sequence[str], flag: str) -> str:
     return value
 
 
-def parse_names(csv: str, choices: Sequence[str], flag: str) -> list[str]:
+def split_list(text: str | None, flag: str, kind: Callable[[str], Any] = str) -> list:
+    """A comma-separated flag value as a list (``"a, b,,c"`` -> ``["a", "b", "c"]``; ``None`` or ``""`` -> ``[]``),
+    each item converted by ``kind`` (``int``, ``float``); an item it refuses is an InputError naming the flag."""
+    out = []
+    for item in (s.strip() for s in (text or "").split(",")):
+        if item:
+            try:
+                out.append(kind(item))
+            except ValueError:
+                what = {int: "integers", float: "numbers"}.get(kind, "values")
+                raise InputError(f"{flag} must be comma-separated {what}, got {text!r}") from None
+    return out
+
+
+def parse_names(text: str, choices: Sequence[str], flag: str) -> list[str]:
     """Comma-separated names, each one of ``choices``; an InputError names the flag and the unknown ones."""
-    names = [s.strip() for s in csv.split(",") if s.strip()]
+    names = split_list(text, flag)
     bad = [n for n in names if n not in choices]
     if bad:
         raise InputError(f"{flag}: unknown {', '.join(bad)}; choose from {', '.join(choices)}")

@@ -1,10 +1,15 @@
-"""Options and helpers every command shares: the model, device and dtype flags.
+"""Options and helpers every command shares: the model, device and dtype flags, and printing a report.
+
+Comma-separated flag values are read by :func:`trlm.core.io.split_list` (or :func:`trlm.core.io.parse_names`
+for names from a fixed list).
 
     from trlm.core.options import ModelOpt
     def my_cmd(model: str = ModelOpt): ...
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -15,3 +20,8 @@ ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m",
                              "(http://host:port/v1[#NAME]).")
 DeviceOpt = typer.Option(None, help="cuda, mps or cpu (default: auto-detect).")
 DtypeOpt = typer.Option("auto", help="auto (bf16 where fast), float32 or bfloat16.")
+
+
+def echo_report(out: Path) -> None:
+    """Print the ``report.md`` a benchmark wrote into ``out``."""
+    typer.echo((Path(out) / "report.md").read_text(encoding="utf-8"))

@@ -15,11 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from trlm.core.io import InputError, read_json_list, read_jsonl
+from trlm.core.io import InputError, default_data_dir, read_json_list, read_jsonl
 
 JUDGED_FILE = "alpaca_eval/judged_candidates.jsonl"
 REFERENCE_FILE = "alpaca_eval/eval_set_with_reference_gpt4_1106_preview.json"
 LEADERBOARD_FILE = "alpaca_eval/leaderboard_weighted_alpaca_eval_gpt4_turbo.csv"
+
+
+def judged_paths(data: str | Path | None = None, reference: str | Path | None = None) -> tuple[Path, Path]:
+    """The judged-candidates file (default: :data:`JUDGED_FILE` in the shared data folder) and the reference eval
+    set (default: beside it), as the ``--data`` / ``--reference`` flags give them."""
+    data = Path(data) if data else default_data_dir() / JUDGED_FILE
+    return data, Path(reference) if reference else data.parent / Path(REFERENCE_FILE).name
 
 
 @dataclass(frozen=True)

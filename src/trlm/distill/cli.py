@@ -13,7 +13,8 @@ from typing import Optional
 
 import typer
 
-from trlm.core.io import default_data_dir
+from trlm.core.io import default_data_dir, split_list
+from trlm.core.options import echo_report
 from trlm.distill.run import DistillSpec
 from trlm.train.cli import Loop
 from trlm.train.loop import TrainArgs
@@ -31,8 +32,9 @@ def distill_cmd(
     teacher: str = typer.Option(..., help="Teacher model (embedded name, shipped model, dir, hub id)."),
     data: Path = typer.Option(..., help='Training JSONL of {"prompt": str, "response": str} rows.'),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints/, model/, metrics.jsonl."),
-    all_tokens: bool = typer.Option(..., "--all-tokens/--completions-only",
-                                    help="Distil every token (official TAID) or the response tokens only (TRL GKD)."),
+    all_tokens: bool = typer.Option(not _D.completions_only, "--all-tokens/--completions-only",
+                                    help="Distil every token (official TAID; the default) or the response tokens "
+                                         "only (TRL GKD)."),
     loss: str = typer.Option(_D.loss, help="taid, fkl, rkl, tvd, skew-fkl, skew-rkl, gjs or sft."),
     student_layers: str = typer.Option(_D.student_layers, help="Teacher blocks the student keeps: a count (evenly "
                                        "spaced, first and last kept; 6 of 30 = 0,6,12,17,23,29) or indices 0,1,29."),
@@ -139,7 +141,7 @@ def bench_distill_cmd(
     from trlm.distill.bench import run_distill_bench
 
     run_distill_bench(out, data or default_data_dir(), teacher=teacher,
-                      methods=[m.strip() for m in methods.split(",") if m.strip()], student_layers=student_layers,
+                      methods=split_list(methods, "--methods"), student_layers=student_layers,
                       steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, eval_prompts=eval_prompts,
                       max_new_tokens=max_new_tokens, drafter_prompts=drafter_prompts, threads=threads)
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)

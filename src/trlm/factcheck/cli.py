@@ -13,7 +13,8 @@ from typing import List, Optional
 
 import typer
 
-from trlm.core.io import InputError, default_data_dir
+from trlm.core.io import InputError, default_data_dir, split_list
+from trlm.core.options import echo_report
 
 factcheck_app = typer.Typer(help="Grounded fact checking (FactCG): score claims, synthesise CG2C data, train.",
                             no_args_is_help=True)
@@ -102,10 +103,7 @@ def synth_cmd(
     from trlm.core.llm import CachedClient, make_client
     from trlm.factcheck.synth import SynthArgs, synthesize
 
-    try:
-        hop_list = tuple(int(h) for h in hops.split(",") if h.strip())
-    except ValueError:
-        raise InputError(f"--hops must be comma-separated integers, got {hops!r}") from None
+    hop_list = tuple(split_list(hops, "--hops", int))
     args = SynthArgs(mode=mode, hops=hop_list, claim_writer=claim_writer, seed=seed)
     texts = _read_docs(docs)[:limit] if limit else _read_docs(docs)
     if not texts:
@@ -194,9 +192,9 @@ def bench_factcheck_cmd(
     from trlm.factcheck.bench import run_bench
 
     check_choice(fgpt_irrelevant, ("drop", "unsupported"), "--fgpt-irrelevant")
-    names = [c.strip() for c in checkers.split(",") if c.strip()]
+    names = split_list(checkers, "--checkers")
     if not names:
         raise InputError("--checkers: give at least one checker")
     run_bench(out, data_dir or default_data_dir(), names, files=data or (), limit=limit, seed=seed,
               calibration_pairs=calibration_pairs, fgpt_irrelevant=fgpt_irrelevant)
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from trlm.core.io import InputError
+from trlm.core.io import split_list
 from trlm.guard.defense import DefenseArgs
 
 _D = DefenseArgs  # flag defaults come from the config dataclass
@@ -25,13 +25,6 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("guard")(guard_cmd)
     app.command("guard-train-filter")(train_filter_cmd)
     bench.command("guard")(bench_guard_cmd)
-
-
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"{flag} must be comma-separated integers, got {text!r}") from None
 
 
 def guard_cmd(
@@ -113,9 +106,9 @@ def bench_guard_cmd(
 
     data_dir = data or default_data_dir()
     res = run_guard_bench(artifacts or data_dir / "jailbreakbench_artifacts", out, data_dir, filter=filter,
-                          variants=[v.strip() for v in trlm.split(",") if v.strip()], n=n,
-                          taus=_ints(taus, "--taus"), limit=limit, temperature=temperature, seed=seed,
+                          variants=split_list(trlm, "--trlm"), n=n,
+                          taus=split_list(taus, "--taus", int), limit=limit, temperature=temperature, seed=seed,
                           max_new_tokens=max_new_tokens, max_response_tokens=max_response_tokens,
                           xstest_model=xstest_model,
-                          attacks=[a.strip() for a in attacks.split(",") if a.strip()] if attacks else None)
+                          attacks=split_list(attacks, "--attacks") or None)
     typer.echo(f"filter fpr {res['filter']['fpr']:.3f}; wrote {out}/results.json and {out}/report.md")

@@ -15,7 +15,8 @@ from typing import Optional
 
 import typer
 
-from trlm.core.io import InputError, check_choice, default_data_dir
+from trlm.core.io import InputError, check_choice, default_data_dir, split_list
+from trlm.core.options import echo_report
 from trlm.redteam.generate import MODES, GeneratorArgs
 
 redteam_app = typer.Typer(help="ASTRAL safety testing: coverage matrix, test generator, executor, oracles, reports.",
@@ -123,7 +124,7 @@ def report_cmd(
             matrix.record("judged", a.test.cell(), a.verdict)
         matrix.record("generated", a.test.cell())
     write_report(out, rows, matrix if matrix.planned else None)
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)
 
 
 def pipeline_cmd(
@@ -189,7 +190,7 @@ def bench_redteam_cmd(
     from trlm.redteam.bench import run_bench
 
     run_bench(out, data or default_data_dir(), oracle_data=oracle_data,
-              oracles=[o.strip() for o in oracles.split(",") if o.strip()], limit=limit, sut=sut,
+              oracles=split_list(oracles, "--oracles"), limit=limit, sut=sut,
               generator=generator, max_tokens=max_tokens, oracle_limit=oracle_limit,
               gen=_gen_args("rag_fs", tests_per_cell, 0, gen_max_tokens))
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)

@@ -7,7 +7,12 @@ from typing import Optional
 
 import typer
 
+from trlm.core.io import split_list
+from trlm.core.options import echo_report
 from trlm.scoring.scorers import SCORERS
+
+JudgedOpt = typer.Option(None, help="judged_candidates.jsonl (default ../shared/data/alpaca_eval/...).")
+ReferenceOpt = typer.Option(None, help="Eval set with reference answers (default beside --data).")
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -102,8 +107,8 @@ def bench_rerank_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for results.json, report.md and plots."),
     scorers: str = typer.Option("length,random,forward-mean,trlm-fo", help="Comma-separated scorer names."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model behind every model-based scorer."),
-    data: Optional[Path] = typer.Option(None, help="judged_candidates.jsonl (default ../shared/data/alpaca_eval/...)."),
-    reference: Optional[Path] = typer.Option(None, help="Eval set with reference answers (default beside --data)."),
+    data: Optional[Path] = JudgedOpt,
+    reference: Optional[Path] = ReferenceOpt,
     limit: Optional[int] = typer.Option(None, help="First N instructions by instruction_id."),
     heldout: bool = typer.Option(False, help="Only instruction_id % 5 == 3 (held out of trlm-ba-smol's training)."),
     max_response_tokens: int = typer.Option(512, help="Cut each candidate to this many tokens."),
@@ -113,15 +118,14 @@ def bench_rerank_cmd(
                                                      "(default: the scorers' dev-chosen α)."),
 ):
     """Best-of-N re-ranking on AlpacaEval candidates with GPT-4-turbo verdicts: win rate, LC win rate, pair agreement."""  # noqa: E501
+    from trlm.data.alpaca import judged_paths
     from trlm.rerank.bench import run_rerank_bench
-    from trlm.core.io import default_data_dir
 
-    data = data or default_data_dir() / "alpaca_eval" / "judged_candidates.jsonl"
-    reference = reference or Path(data).parent / "eval_set_with_reference_gpt4_1106_preview.json"
-    names = [s.strip() for s in scorers.split(",") if s.strip()]
+    data, reference = judged_paths(data, reference)
+    names = split_list(scorers, "--scorers")
     run_rerank_bench(Path(data), Path(reference), names, model, limit, out, max_response_tokens=max_response_tokens,
                      heldout=heldout, sp=sp, cp=cp, alpha=alpha)
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)
 
 
 def bench_alpha_cmd(
@@ -129,20 +133,16 @@ def bench_alpha_cmd(
     dev_limit: int = typer.Option(80, help="First N dev instructions (instruction_id % 5 != 3) by id."),
     alphas: str = typer.Option("0,0.1,0.25,0.5,1,2,4,8,16,32,64", help="Comma-separated α grid."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Forward model (default SmolLM2)."),
-    data: Optional[Path] = typer.Option(None, help="judged_candidates.jsonl (default ../shared/data/alpaca_eval/...)."),
-    reference: Optional[Path] = typer.Option(None, help="Eval set with reference answers (default beside --data)."),
+    data: Optional[Path] = JudgedOpt,
+    reference: Optional[Path] = ReferenceOpt,
     max_response_tokens: int = typer.Option(256, help="Cut each candidate to this many tokens."),
 ):
     """Choose the combined reward's α (forward + α · TRLM-Ba) by LC win rate on dev instructions only."""
-    from trlm.core.io import InputError, default_data_dir
+    from trlm.data.alpaca import judged_paths
     from trlm.rerank.alpha import run_alpha_sweep
 
-    data = data or default_data_dir() / "alpaca_eval" / "judged_candidates.jsonl"
-    reference = reference or Path(data).parent / "eval_set_with_reference_gpt4_1106_preview.json"
-    try:
-        grid = [float(a) for a in alphas.split(",") if a.strip()]
-    except ValueError:
-        raise InputError(f"--alphas must be comma-separated numbers, got {alphas!r}") from None
+    data, reference = judged_paths(data, reference)
+    grid = split_list(alphas, "--alphas", float)
     run_alpha_sweep(Path(data), Path(reference), out, dev_limit, model=model, max_response_tokens=max_response_tokens,
                     alphas=grid)
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)

@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from trlm.core.io import InputError, check_choice, default_data_dir, parse_names
+from trlm.core.options import echo_report
 from trlm.scoring import SCORERS
 
 BeirOpt = typer.Option(None, help="BEIR folder (default: the shared TREC-DL19 subset).")
@@ -74,7 +75,7 @@ def bench_retrieve_cmd(
                              scorers=parse_names(scorers, SCORERS, "--scorers") if scorers else [],
                              limit_queries=limit_queries, max_doc_tokens=max_doc_tokens, min_rel=min_rel,
                              dense=dense)
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)
     typer.echo(f"{len(res)} methods written to {out}/results.json")
 
 

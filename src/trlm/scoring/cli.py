@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from trlm.core.options import ModelOpt
+from trlm.core.options import ModelOpt, echo_report
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -28,5 +28,5 @@ def bench_throughput_cmd(
     from trlm.scoring.bench import run_throughput_bench
 
     r = run_throughput_bench(out, pairs=pairs, model=model, data=data, naive_pairs=naive_pairs)
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)
     typer.echo(f"speedup_vs_naive={r['speedup_vs_naive']:.2f} fraction_of_peak={r['fraction_of_peak']:.2f}")

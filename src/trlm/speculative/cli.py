@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 
-from trlm.core.io import default_data_dir
-from trlm.core.options import DeviceOpt, DtypeOpt, ModelOpt
+from trlm.core.io import default_data_dir, split_list
+from trlm.core.options import DeviceOpt, DtypeOpt, ModelOpt, echo_report
 from trlm.core.schema import GenArgs
 
 _G = GenArgs  # flag defaults come from the config dataclass
@@ -111,7 +111,7 @@ def bench_speculative_cmd(
     from trlm.speculative.bench import run_speculative_bench
 
     run_speculative_bench(out, data or default_data_dir(), limit=limit,
-                          drafters=[d.strip() for d in drafters.split(",") if d.strip()],
-                          schemes=[s.strip() for s in schemes.split(",") if s.strip()], gamma=gamma,
+                          drafters=split_list(drafters, "--drafters"),
+                          schemes=split_list(schemes, "--schemes"), gamma=gamma,
                           max_new_tokens=max_new_tokens, hf_peers=hf_peers)
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)

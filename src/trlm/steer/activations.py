@@ -26,12 +26,6 @@ class Activations:
     layers: tuple[int, ...]
     tokens: dict[int, list[torch.Tensor]]
 
-    def stacked(self, layer: int, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ n_i, d) token activations of examples ``rows`` and the (Σ n_i,) example index of each token."""
-        acts = [self.tokens[layer][i] for i in rows]
-        owner = torch.cat([torch.full((len(a),), k) for k, a in zip(rows, acts)])
-        return torch.cat(acts), owner
-
 
 def chat_head(engine: Engine) -> list[int]:
     """Model-order ids of the chat prefix: everything the template puts before the user's text."""

@@ -13,7 +13,8 @@ from typing import Optional
 
 import typer
 
-from trlm.core.io import default_data_dir
+from trlm.core.io import default_data_dir, split_list
+from trlm.core.options import echo_report
 
 steer_app = typer.Typer(help="Concept directions (AxBench): fit, detect, steer generation.", no_args_is_help=True)
 
@@ -33,12 +34,7 @@ def _setting(data: Optional[Path]) -> Path:
 
 
 def _concepts(text: Optional[str]) -> Optional[list[int]]:
-    if not text:
-        return None
-    try:
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--concepts must be comma-separated concept ids, got {text!r}") from None
+    return split_list(text, "--concepts", int) or None
 
 
 def fit_cmd(
@@ -154,20 +150,20 @@ def bench_steer_cmd(
     from trlm.steer.bench import run_steer_bench
 
     try:
-        lay = [int(x) for x in layers.split(",")]
+        lay = split_list(layers, "--layers", int)
     except ValueError:
         raise ValueError(f"--layers must be comma-separated integers, got {layers!r}") from None
     from trlm.steer.steering import FULL_FACTORS
 
     try:
-        fs = FULL_FACTORS if full_grid else [float(x) for x in factors.split(",")] if factors else None
+        fs = FULL_FACTORS if full_grid else split_list(factors, "--factors", float) or None
     except ValueError:
         raise ValueError(f"--factors must be comma-separated numbers, got {factors!r}") from None
     run_steer_bench(out, _setting(data), model=model, layers=lay,
-                    methods=[m.strip() for m in methods.split(",")] if methods else None,
+                    methods=split_list(methods, "--methods") or None,
                     concepts=_concepts(concepts), detection_only=detection_only,
-                    steer_methods=[m.strip() for m in steer_methods.split(",") if m.strip()], factors=fs,
+                    steer_methods=split_list(steer_methods, "--steer-methods"), factors=fs,
                     judge=judge, max_new_tokens=128 if full_grid else max_new_tokens, reft_epochs=reft_epochs,
-                    reft_layers=[int(x) for x in reft_layers.split(",")] if reft_layers else None,
+                    reft_layers=split_list(reft_layers, "--reft-layers", int) or None,
                     detection_judge=detection_judge)
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)
