@@ -74,15 +74,25 @@ def score_stage(name: str, local, remote, items, progress: bool) -> dict:
         total = sum(sum(len(x) for x in eng.encode_request(r, scorer.direction, "context")) for r in reqs)
         out[which] = {"seconds": sec, "scored_tokens_per_s": scored / sec, "tokens_per_s": total / sec}
     deltas = [abs(a - b) for x, y in zip(lls["local"], lls["vllm"]) for a, b in zip(x.token_logprobs, y.token_logprobs)]
-    same, i = 0, 0
+    same, top1, taus, i = 0, 0, [], 0
     for _, rs in items:
         a = [ll.logprob for ll in lls["local"][i:i + len(rs)]]
         b = [ll.logprob for ll in lls["vllm"][i:i + len(rs)]]
         same += _order(a) == _order(b)
+        top1 += _order(a)[0] == _order(b)[0]
+        taus.append(_kendall(a, b))
         i += len(rs)
     return {**out, "pairs": len(lls["local"]), "queries": len(items), "identical_order_share": same / len(items),
+            "same_top1_share": top1 / len(items), "mean_kendall_tau": sum(taus) / len(taus),
             "mean_abs_delta_per_token": sum(deltas) / len(deltas), "max_abs_delta_per_token": max(deltas),
-            "vllm_over_local": out["vllm"]["tokens_per_s"] / out["local"]["tokens_per_s"]}
+            "vllm_over_local": out["vllm"]["tokens_per_s"] / out["local"]["tokens_per_s"],
+            "local_over_vllm": out["local"]["tokens_per_s"] / out["vllm"]["tokens_per_s"]}
+
+
+def _kendall(a: Sequence[float], b: Sequence[float]) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic) if len(a) > 1 else 1.0
 
 
 def _order(scores: Sequence[float]) -> list[int]:
@@ -127,20 +137,21 @@ def serve_stage(out: Path, data: Path, server: str, clients: int, requests: int,
     for which, model in (("local", LOCAL["trlm-fo"]), ("vllm", server)):
         r = run_serve_bench(out / f"serve_{which}", data, scorer="trlm-fo", model=model, clients=clients,
                             requests=requests, documents=documents, soak=0, dtype=dtype)
-        res[which] = {mode: {k: r["runs"][mode][k] for k in ("documents_per_s", "p50_s", "p99_s")}
-                      for mode in r["runs"]}
+        res[which] = {mode: {k: r[f"batching_{mode}"][k] for k in ("documents_per_s", "p50_s", "p99_s")}
+                      for mode in ("off", "on")}
     return res
 
 
 def run_backends_bench(out: str | Path, *, server: str, reverse_server: str, data: str | Path | None = None,
                        pairs: int = 200, prompts: int = 16, max_new_tokens: int = 64, clients: int = 16,
                        requests: int = 2, documents: int = 20, dtype: str = "auto", stages: Sequence[str] = "abc",
-                       progress: bool = True) -> dict:
+                       server_dtype: str = "bfloat16", progress: bool = True) -> dict:
     out, data = Path(out), Path(data or default_data_dir())
     items = dev_items(data, pairs)
     remote = {"trlm-fo": load_engine(server), "trlm-ba": load_engine(reverse_server)}
     res: dict = {"config": {"server": server, "reverse_server": reverse_server, "pairs": pairs, "prompts": prompts,
-                            "max_new_tokens": max_new_tokens, "local_dtype": dtype, "clients": clients,
+                            "max_new_tokens": max_new_tokens, "local_dtype": dtype, "server_dtype": server_dtype,
+                            "clients": clients,
                             "command": _command(out, server, reverse_server, pairs, prompts, stages)}}
     if "a" in stages:
         res["scoring"] = {}
@@ -172,17 +183,18 @@ def _command(out, server, reverse, pairs, prompts, stages) -> str:
 def report(res: dict) -> str:
     c = res["config"]
     lines = ["# In-process engine vs vLLM server", "", f"`{c['command']}`", "",
-             f"In-process dtype: {c.get('local_dtypes') or c['local_dtype']}; the servers' dtype is theirs "
-             "(see the servers' flags). Ratios are vLLM / in-process (< 1: in-process faster).", ""]
+             f"In-process dtype: {c.get('local_dtypes') or c['local_dtype']}; servers' dtype: {c['server_dtype']}. "
+             "Ratios are vLLM / in-process (> 1: vLLM faster; the inverse is in results.json).", ""]
     if "scoring" in res:
         lines += ["## (a) Scoring AlpacaEval dev pairs", "",
                   "| scorer | pairs | in-process tok/s | vLLM tok/s | vLLM / in-process | mean abs Δ/token | "
-                  "max abs Δ/token | identical order |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "max abs Δ/token | identical order | same top 1 | Kendall τ |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, s in res["scoring"].items():
             lines.append(f"| {name} | {s['pairs']} | {s['local']['tokens_per_s']:.0f} | {s['vllm']['tokens_per_s']:.0f}"
                          f" | {s['vllm_over_local']:.2f} | {fmt(s['mean_abs_delta_per_token'], 4)} | "
                          f"{fmt(s['max_abs_delta_per_token'], 3)} | {s['identical_order_share']:.1%} "
-                         f"of {s['queries']} |")
+                         f"of {s['queries']} | {s['same_top1_share']:.1%} | {s['mean_kendall_tau']:.3f} |")
         lines.append("")
     if "generation" in res:
         g = res["generation"]

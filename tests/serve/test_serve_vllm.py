@@ -1,0 +1,98 @@
+"""``trlm serve`` in front of real vLLM servers (``--model http://…/v1``), called with the official Cohere and
+OpenAI clients. Marked ``vllm``: ``scripts/vllm_test.sh`` (``make test-vllm``) starts the servers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from trlm.scoring import make_scorer
+
+KEY = "vllm-test-key"
+QUERY = "why is the sky blue"
+DOCS = ["Paris is the capital and largest city of France.",
+        "The sky is blue because air molecules scatter short blue wavelengths of sunlight (Rayleigh scattering).",
+        "Blue light is scattered in all directions by the gases of the atmosphere."]
+
+pytestmark = pytest.mark.vllm
+
+
+def _url(var: str) -> str:
+    url = os.environ.get(var)
+    if not url:
+        if os.environ.get("TRLM_REQUIRE_VLLM"):
+            pytest.fail(f"{var} is not set, but TRLM_REQUIRE_VLLM=1 asks for a real vLLM server")
+        pytest.skip(f"needs a vLLM server: {var} (scripts/vllm_test.sh, make test-vllm)")
+    return url
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(tmp_path, model: str, scorer: str):
+    port = _free_port()
+    log = (tmp_path / f"serve-{scorer}.log").open("w+")
+    cmd = [sys.executable, "-m", "trlm.serve.cli", "--port", str(port), "--model", model, "--scorer", scorer,
+           "--no-guard", "--api-key", KEY]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    t_end = time.monotonic() + 180
+    while time.monotonic() < t_end:
+        if proc.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"trlm serve exited with {proc.returncode}:\n{log.read()[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return url, proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    pytest.fail("trlm serve did not come up within 180 s")
+
+
+@pytest.mark.parametrize("scorer", ["trlm-fo", "trlm-ba"])
+def test_cohere_rerank_through_trlm_serve_on_vllm_equals_the_in_process_scorer(scorer, tmp_path, smol, ba_smol):
+    import cohere
+
+    served = _url("TRLM_TEST_VLLM_URL" if scorer == "trlm-fo" else "TRLM_TEST_VLLM_REVERSE_URL")
+    url, proc = _serve(tmp_path, served, scorer)
+    try:
+        local = smol if scorer == "trlm-fo" else ba_smol
+        want = make_scorer(scorer, engine=local, task="retrieval", max_response_tokens=512).score(QUERY, DOCS)
+        r = cohere.ClientV2(api_key=KEY, base_url=url).rerank(model=scorer, query=QUERY, documents=DOCS)
+        assert [x.index for x in r.results] == sorted(range(len(DOCS)), key=lambda i: -want[i])
+        raw = {x.index: x.raw_score for x in r.results}
+        assert [raw[i] for i in range(len(DOCS))] == pytest.approx(want, abs=0.02)  # float32 server
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def test_openai_chat_through_trlm_serve_on_vllm_is_the_in_process_greedy_answer(tmp_path, smol):
+    import openai
+
+    url, proc = _serve(tmp_path, _url("TRLM_TEST_VLLM_URL"), "trlm-fo")
+    try:
+        oa = openai.OpenAI(api_key=KEY, base_url=url + "/v1", max_retries=0)
+        model = next(m.id for m in oa.models.list().data if m.id.startswith("http"))  # the served LM
+        msgs = [{"role": "user", "content": "Name three colours."}]
+        chat = oa.chat.completions.create(model=model, messages=msgs, max_tokens=16, temperature=0)
+        from trlm.core.schema import GenArgs
+
+        want = smol.generate([smol.render_chat(msgs)], GenArgs(max_new_tokens=16, temperature=0))[0][0]
+        assert chat.choices[0].message.content == want.text.strip()
+        stream = oa.chat.completions.create(model=model, messages=msgs, max_tokens=16, temperature=0, stream=True)
+        pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+        assert "".join(pieces) == chat.choices[0].message.content
+    finally:
+        proc.terminate()
+        proc.wait(60)
