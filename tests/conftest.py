@@ -1,6 +1,6 @@
-"""Shared fixtures: the embedded default model (fp32, loaded once per session), the shipped reverse model, a tiny
-random reverse-order model, a local OpenAI-compatible stub server for chat clients and judges, and the check of
-the CLI's user-error contract (``one_line_error``)."""
+"""Shared fixtures: the embedded default model (fp32, loaded once per session), the shipped reverse model, the URLs
+of real vLLM servers (tests marked ``vllm``), a tiny random reverse-order model, a local OpenAI-compatible stub
+server for chat clients and judges, and the check of the CLI's user-error contract (``one_line_error``)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,29 @@ def check_one_line_error(res) -> str:
 def one_line_error():
     """:func:`check_one_line_error`, for tests of CLI user errors."""
     return check_one_line_error
+
+
+def _vllm_url(var: str) -> str:
+    """A real vLLM server's base URL from ``var`` (set by scripts/vllm_test.sh, `make test-vllm`); skip without one,
+    except under ``TRLM_REQUIRE_VLLM=1`` (what the script sets), where a missing server fails the test."""
+    url = os.environ.get(var)
+    if not url:
+        if os.environ.get("TRLM_REQUIRE_VLLM"):
+            pytest.fail(f"{var} is not set, but TRLM_REQUIRE_VLLM=1 asks for a real vLLM server")
+        pytest.skip(f"needs a vLLM server: {var} (scripts/vllm_test.sh, make test-vllm)")
+    return url
+
+
+@pytest.fixture(scope="session")
+def vllm_url():
+    """The forward vLLM server (smollm2-135m-instruct, float32) of the tests marked ``vllm``."""
+    return _vllm_url("TRLM_TEST_VLLM_URL")
+
+
+@pytest.fixture(scope="session")
+def vllm_reverse_url():
+    """The reverse vLLM server (trlm-ba-smol merged, float32) of the tests marked ``vllm``."""
+    return _vllm_url("TRLM_TEST_VLLM_REVERSE_URL")
 
 
 @pytest.fixture(scope="session")

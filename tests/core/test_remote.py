@@ -9,7 +9,6 @@ skipped — except under ``TRLM_REQUIRE_VLLM=1`` (what the script sets), where a
 from __future__ import annotations
 
 import json
-import os
 import socket
 
 import pytest
@@ -30,23 +29,14 @@ PAIRS = [Request("The capital of France is", " Paris, a city on the Seine."),
          Request("", "A sentence with no context at all.")]
 
 
-def _server(var: str) -> str:
-    url = os.environ.get(var)
-    if not url:
-        if os.environ.get("TRLM_REQUIRE_VLLM"):
-            pytest.fail(f"{var} is not set, but TRLM_REQUIRE_VLLM=1 asks for a real vLLM server")
-        pytest.skip(f"needs a vLLM server: {var} (scripts/vllm_test.sh, make test-vllm)")
-    return url
+@pytest.fixture(scope="module")
+def fwd_url(vllm_url):
+    return vllm_url
 
 
 @pytest.fixture(scope="module")
-def fwd_url():
-    return _server("TRLM_TEST_VLLM_URL")
-
-
-@pytest.fixture(scope="module")
-def rev_url():
-    return _server("TRLM_TEST_VLLM_REVERSE_URL")
+def rev_url(vllm_reverse_url):
+    return vllm_reverse_url
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ OpenAI clients. Marked ``vllm``: ``scripts/vllm_test.sh`` (``make test-vllm``) s
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -21,15 +20,6 @@ DOCS = ["Paris is the capital and largest city of France.",
         "Blue light is scattered in all directions by the gases of the atmosphere."]
 
 pytestmark = pytest.mark.vllm
-
-
-def _url(var: str) -> str:
-    url = os.environ.get(var)
-    if not url:
-        if os.environ.get("TRLM_REQUIRE_VLLM"):
-            pytest.fail(f"{var} is not set, but TRLM_REQUIRE_VLLM=1 asks for a real vLLM server")
-        pytest.skip(f"needs a vLLM server: {var} (scripts/vllm_test.sh, make test-vllm)")
-    return url
 
 
 def _free_port() -> int:
@@ -60,10 +50,11 @@ def _serve(tmp_path, model: str, scorer: str):
 
 
 @pytest.mark.parametrize("scorer", ["trlm-fo", "trlm-ba"])
-def test_cohere_rerank_through_trlm_serve_on_vllm_equals_the_in_process_scorer(scorer, tmp_path, smol, ba_smol):
+def test_cohere_rerank_through_trlm_serve_on_vllm_equals_the_in_process_scorer(scorer, tmp_path, smol, ba_smol,
+                                                                               vllm_url, vllm_reverse_url):
     import cohere
 
-    served = _url("TRLM_TEST_VLLM_URL" if scorer == "trlm-fo" else "TRLM_TEST_VLLM_REVERSE_URL")
+    served = vllm_url if scorer == "trlm-fo" else vllm_reverse_url
     url, proc = _serve(tmp_path, served, scorer)
     try:
         local = smol if scorer == "trlm-fo" else ba_smol
@@ -77,10 +68,10 @@ def test_cohere_rerank_through_trlm_serve_on_vllm_equals_the_in_process_scorer(s
         proc.wait(60)
 
 
-def test_openai_chat_through_trlm_serve_on_vllm_is_the_in_process_greedy_answer(tmp_path, smol):
+def test_openai_chat_through_trlm_serve_on_vllm_is_the_in_process_greedy_answer(tmp_path, smol, vllm_url):
     import openai
 
-    url, proc = _serve(tmp_path, _url("TRLM_TEST_VLLM_URL"), "trlm-fo")
+    url, proc = _serve(tmp_path, vllm_url, "trlm-fo")
     try:
         oa = openai.OpenAI(api_key=KEY, base_url=url + "/v1", max_retries=0)
         model = next(m.id for m in oa.models.list().data if m.id.startswith("http"))  # the served LM
