@@ -118,7 +118,11 @@ def test_unknown_scorer_is_404_with_the_served_list(app):
 def test_models_lists_scorers_and_the_generator(app, smol):
     r = call(app, "GET", "/v1/models")
     ids = {m["id"]: m["kind"] for m in r.json()["data"]}
-    assert ids == {"trlm-fo": "scorer", "forward-mean": "scorer", smol.name: "generator"}
+    assert ids == {"trlm-fo": "scorer", "forward-mean": "scorer", smol.name: "generator",
+                   "minilm-features": "checker"}
+    routes = {m["id"]: m["routes"] for m in r.json()["data"]}
+    assert routes["trlm-fo"] == ["/v1/rerank", "/v2/rerank", "/v1/cite"]
+    assert routes["minilm-features"] == ["/v1/factcheck"]
 
 
 # ------------------------------------------------------------------------------------------ 4xx
@@ -254,14 +258,15 @@ def test_api_keys_from_env(monkeypatch):
     assert api_keys_from_env(["c", "a"]) == ("c", "a", "b")
 
 
-def test_full_queue_is_503_with_retry_after(smol):
+def test_full_queue_is_429_with_retry_after(smol):
     app = create_app(service=make_service(smol, max_queue=1, max_wait_ms=400))
     body = {"query": QUERY, "documents": DOCS[:1]}
     rs = gather(app, [("POST", "/v1/rerank", {"json": body})] * 3)
     codes = sorted(r.status_code for r in rs)
-    assert codes == [200, 503, 503]
-    busy = next(r for r in rs if r.status_code == 503)
+    assert codes == [200, 429, 429]
+    busy = next(r for r in rs if r.status_code == 429)
     assert busy.headers["retry-after"] == "1" and "queue is full" in busy.json()["message"]
+    assert busy.json()["type"] == "rate_limited"
 
 
 def test_internal_error_is_500_without_traceback_and_logged(smol, caplog):

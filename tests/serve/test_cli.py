@@ -21,7 +21,8 @@ def test_serve_help_lists_the_key_flags():
     res = CliRunner().invoke(_app(), ["serve", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
     assert res.exit_code == 0, res.output
     for flag in ("--model", "--scorer", "--host", "--port", "--api-key", "--batching", "--max-wait-ms",
-                 "--max-batch-tokens", "--max-queue", "--cache-size", "--max-body-bytes", "--speculative"):
+                 "--max-batch-tokens", "--max-queue", "--cache-size", "--max-body-bytes", "--speculative",
+                 "--rate-limit", "--rate-burst", "--checker", "--cite-scorer", "--directions", "--max-claims"):
         assert flag in res.output
     assert "127.0.0.1" in res.output and "trlm-fo,forward-mean" in res.output
 
@@ -32,7 +33,10 @@ def test_bench_serve_help():
 
 
 @pytest.mark.parametrize("kw,flag", [({"scorers": ("length",)}, "--scorer"), ({"max_queue": 0}, "--max-queue"),
-                                     ({"api_keys": ("",)}, "--api-key"), ({"scorers": ()}, "--scorer")])
+                                     ({"api_keys": ("",)}, "--api-key"), ({"scorers": ()}, "--scorer"),
+                                     ({"rate_limit": -1.0}, "--rate-limit"), ({"rate_burst": 0}, "--rate-burst"),
+                                     ({"directions": (("a", "x"), ("a", "y"))}, "--directions"),
+                                     ({"cite_scorers": ("nope",)}, "--cite-scorer"), ({"checkers": ()}, "--checker")])
 def test_config_errors_name_the_flag(kw, flag):
     with pytest.raises(ValueError, match=flag):
         ServeConfig(**kw)

@@ -83,7 +83,20 @@ def test_official_clients_then_graceful_shutdown(server, smol):
                                       max_tokens=8, temperature=0)
     assert chat.choices[0].message.role == "assistant" and chat.choices[0].message.content
     assert chat.usage.completion_tokens >= 1
-    assert {m.id for m in oa.models.list().data} == {"trlm-fo", smol.name}
+    assert {m.id for m in oa.models.list().data} == {"trlm-fo", smol.name, "minilm-features"}
+
+    # stream=True: the official client reads the server-sent events; the pieces make the same answer
+    stream = oa.chat.completions.create(model=smol.name, messages=[{"role": "user", "content": "Say hi."}],
+                                        max_tokens=8, temperature=0, stream=True)
+    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 1 and "".join(pieces) == chat.choices[0].message.content
+    whole = oa.completions.create(model=smol.name, prompt="One, two,", max_tokens=6, temperature=0.7, n=2, seed=4)
+    got = {0: "", 1: ""}
+    for c in oa.completions.create(model=smol.name, prompt="One, two,", max_tokens=6, temperature=0.7, n=2, seed=4,
+                                   stream=True):
+        for ch in c.choices:
+            got[ch.index] += ch.text
+    assert got == {ch.index: ch.text for ch in whole.choices}
 
     # graceful stop: a request in flight when SIGTERM arrives still gets its answer
     got = {}

@@ -103,3 +103,20 @@ def test_steer_works_on_the_embedded_models_around_generation_and_scoring(name, 
     assert steered_lp != pytest.approx(before) and steered != plain
     assert eng.loglikelihood(req)[0].logprob == before  # hooks gone
     assert eng.generate(["The weather today is"], args)[0][0].text == plain
+
+
+def test_per_row_additive_adds_each_row_its_own_vector_and_leaves_zero_rows_untouched():
+    h = torch.randn(3, 2, 4)
+    w = torch.tensor([0.0, 3.0, 0.0, 4.0])
+    delta = torch.stack([Additive.row(w, 2.0), torch.zeros(4), Additive.row(-w, 1.0)])
+    m = Additive.per_row(delta)
+    out = m(h)
+    assert torch.equal(out[0], Additive(w, 2.0)(h[:1])[0])  # exactly what the single-vector form adds
+    assert torch.equal(out[1], h[1])  # an unsteered row is bit-identical
+    assert torch.allclose(out[2], h[2] - torch.tensor([0.0, 0.6, 0.0, 0.8]))
+    m.set_rows(delta[:2])  # rows leave the batch between forwards
+    assert torch.equal(m(h[:2])[1], h[1])
+    with pytest.raises(ValueError, match="holds 2 rows; the forward has 3"):
+        m(h)
+    with pytest.raises(ValueError, match="finite"):
+        m.set_rows(torch.full((1, 4), float("nan")))

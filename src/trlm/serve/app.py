@@ -4,11 +4,14 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)                # what `trlm serve` does
 
 Errors are JSON ``{"message": ..., "type": ..., "request_id": ...}``; every response carries ``X-Request-ID``.
-422: malformed JSON, a wrong type or a missing field (the message names it) · 413: a body over
-``max_body_bytes``, too many documents / pairs / prompts, or a text too long for the model · 401: missing or
-wrong API key · 404: an unknown route or model (the message lists the served ones) · 503 + ``Retry-After``:
-the queue is full · 504: no answer within ``request_timeout_s`` · 500: a bug — logged with the request id and
-traceback, answered without them. A client that disconnects while its request is queued cancels it.
+422: malformed JSON, a wrong type, a missing or unknown field, or an option this server does not implement (the
+message names it) · 413: a body over ``max_body_bytes``, too many documents / pairs / prompts / claims, or a text
+too long for the model · 401: missing or wrong API key · 404: an unknown route or model (the message lists the
+served ones) · 429 + ``Retry-After``: the queue is full, or the key is over ``rate_limit`` · 504: no answer
+within ``request_timeout_s`` · 500: a bug — logged with the request id and traceback, answered without them.
+A client that disconnects cancels its request: dropped if still queued, and its rows leave the batch at the next
+decoding step if it is already generating (the other rows go on unchanged). The published OpenAPI schema
+carries this server's limits (:mod:`trlm.serve.spec`), so a client generated from it sends what is accepted.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,18 +32,31 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trlm.core.checkpoint import ModelError
-from trlm.core.llm import as_messages
 from trlm.core.ranking import rank_by_score
-from trlm.core.schema import GenArgs, Request as ScoreReq
+from trlm.core.schema import Request as ScoreReq
 from trlm.serve import schemas as S
 from trlm.serve.batching import Batcher, QueueFull
-from trlm.serve.service import GenJob, GuardJob, PayloadTooLarge, RerankJob, ScoreJob, ServeConfig, Service
+from trlm.serve.service import Cancelled, GuardJob, PayloadTooLarge, RerankJob, ScoreJob, ServeConfig, Service
 
 log = logging.getLogger("trlm.serve")
 
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/rerank", "/v2/rerank", "/v1/score", "/v1/guard",
-          "/v1/completions", "/v1/chat/completions")
+          "/v1/completions", "/v1/chat/completions", "/v1/factcheck", "/v1/cite")
 RETRY_AFTER_S = 1
+ERRORS = {401: "missing or wrong API key", 404: "unknown route or model", 405: "method not allowed",
+          413: "too large", 422: "invalid request", 429: "queue full or rate limit (Retry-After)",
+          500: "internal error", 504: "timeout"}
+
+
+@dataclass(frozen=True)
+class Api:
+    """What the route modules share with :func:`create_app`."""
+
+    service: Service
+    submit: Callable  # async (request, batcher, job, tokens, started=None) -> result (or the task, with started)
+    rid: Callable[[Request], str]
+    too_many: Callable[[str, int, int, str], None]
+    check_model: Callable[[str | None], str]
 
 
 class ClientError(Exception):
@@ -49,8 +68,9 @@ class ClientError(Exception):
 
 
 def _error(status: int, message: str, request_id: str, headers: dict | None = None) -> JSONResponse:
-    kind = {401: "unauthorized", 404: "not_found", 413: "too_large", 422: "invalid_request", 429: "rate_limited",
-            503: "overloaded", 504: "timeout"}.get(status, "error" if status < 500 else "internal_error")
+    kind = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+            422: "invalid_request", 429: "rate_limited", 503: "overloaded", 504: "timeout"}.get(
+        status, "error" if status < 500 else "internal_error")
     return JSONResponse({"message": message, "type": kind, "request_id": request_id}, status, headers=headers)
 
 
@@ -59,21 +79,54 @@ def _estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
+class RateLimiter:
+    """A token bucket per client: ``rate`` requests per second, ``burst`` at once. :meth:`take` is 0 when the
+    request may go, else the seconds until it may (the Retry-After)."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.buckets: dict[bytes, tuple[float, float]] = {}
+
+    def take(self, who: bytes) -> float:
+        if not self.rate:
+            return 0.0
+        now = self.clock()
+        tokens, t = self.buckets.get(who, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - t) * self.rate)
+        if tokens >= 1.0:
+            self.buckets[who] = (tokens - 1.0, now)
+            return 0.0
+        self.buckets[who] = (tokens, now)
+        if len(self.buckets) > 100_000:  # forget idle clients (their buckets are full again anyway)
+            self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < self.burst / self.rate}
+        return (1.0 - tokens) / self.rate
+
+
 class _Gate:
-    """Pure-ASGI outer layer: request id, auth, metrics, and a 500 without traceback for any unhandled error."""
+    """Pure-ASGI outer layer: request id, auth, rate limit, metrics, and a 500 without traceback for any
+    unhandled error."""
 
     def __init__(self, app, service: Service):
         self.app, self.service = app, service
         self.keys = [k.encode() for k in service.config.api_keys]
+        self.limiter = RateLimiter(service.config.rate_limit, service.config.rate_burst)
 
-    def _authorised(self, scope) -> bool:
-        given = b""
+    @staticmethod
+    def _token(scope) -> bytes:
         for k, v in scope.get("headers", ()):
             if k == b"authorization":
                 scheme, _, token = v.partition(b" ")
-                given = token.strip() if scheme.lower() == b"bearer" else b""
+                return token.strip() if scheme.lower() == b"bearer" else b""
+        return b""
+
+    def _authorised(self, scope) -> bool:
+        given = self._token(scope)
         # compare with every key, without short-circuit, in constant time per key
         return bool(given) and any([hmac.compare_digest(given, k) for k in self.keys])
+
+    def _client(self, scope) -> bytes:
+        """Who a rate limit counts: the API key, or the client address when the server has no keys."""
+        return self._token(scope) if self.keys else str((scope.get("client") or ("-",))[0]).encode()
 
     @staticmethod
     def _declared_size(scope) -> int:
@@ -119,6 +172,11 @@ class _Gate:
             elif self._declared_size(scope) > self.service.config.max_body_bytes:  # refused before it is read
                 await _error(413, f"request body over {self.service.config.max_body_bytes} bytes (max_body_bytes)",
                              rid)(scope, receive, send_with_id)
+            elif path != "/health" and (wait := self.limiter.take(self._client(scope))):
+                m.inc("trlm_rejected_total", {"batcher": "-", "reason": "rate_limit"})
+                await _error(429, f"rate limit: {self.service.config.rate_limit:g} requests/s per key "
+                             f"(burst {self.service.config.rate_burst}); retry after the Retry-After seconds", rid,
+                             {"Retry-After": str(max(1, math.ceil(wait)))})(scope, receive, send_with_id)
             else:
                 await self.app(scope, self._counting(receive), send_with_id)
         except Exception:
@@ -144,7 +202,9 @@ def create_app(config: ServeConfig = ServeConfig(), service: Service | None = No
         yield
         await service.drain()  # uvicorn has already waited for in-flight requests; finish anything queued
 
-    app = FastAPI(title="trlm serve", version="1", lifespan=lifespan)
+    errors = {code: {"model": S.ErrorResponse, "description": what} for code, what in ERRORS.items()}
+    errors[429]["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+    app = FastAPI(title="trlm serve", version="1", lifespan=lifespan, responses=errors)
     app.state.service = service
 
     def rid(request: Request) -> str:
@@ -157,7 +217,9 @@ def create_app(config: ServeConfig = ServeConfig(), service: Service | None = No
         for e in errs[:5]:
             loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
             msg = "malformed JSON" + (f" ({e['ctx']['error']})" if e.get("ctx", {}).get("error") else "") \
-                if e.get("type") == "json_invalid" else e.get("msg", "invalid")
+                if e.get("type") == "json_invalid" else e.get("msg", "invalid").removeprefix("Value error, ")
+            if e.get("type") == "extra_forbidden":
+                msg = "unknown field: this server does not implement it (docs/serving_api.md lists what it ignores)"
             parts.append(f"field '{loc}': {msg}" if e.get("type") != "json_invalid" else f"body: {msg}")
         more = f" (and {len(errs) - 5} more)" if len(errs) > 5 else ""
         if "json" not in request.headers.get("content-type", "json"):
@@ -175,32 +237,46 @@ def create_app(config: ServeConfig = ServeConfig(), service: Service | None = No
     async def _client(request: Request, exc: ClientError):
         return _error(exc.status, exc.message, rid(request), exc.headers)
 
-    async def submit(request: Request, batcher: Batcher, job, tokens: int):
-        """The job's result; 503 if the queue is full, 504 on timeout; a disconnect cancels the queued job."""
+    async def submit(request: Request, batcher: Batcher, job, tokens: int, started: asyncio.Future | None = None):
+        """The job's result; 429 if the queue is full, 504 on timeout; a disconnect cancels the job (queued: dropped;
+        generating: its rows stop at the next step). With ``started``, returns the job's task as soon as that
+        future is done (a stream's first piece): the rest arrives through the stream."""
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(batcher.submit(job, tokens))
         deadline = loop.time() + config.request_timeout_s
+
+        def cancel():
+            task.cancel()
+            if getattr(job, "cancel", None) is not None:
+                job.cancel.set()
+
         try:
             while True:
-                done, _ = await asyncio.wait({task}, timeout=min(0.1, max(0.0, deadline - loop.time())))
-                if done:
+                waiting = {task} if started is None else {task, started}
+                done, _ = await asyncio.wait(waiting, timeout=min(0.1, max(0.0, deadline - loop.time())),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if task in done:
                     return task.result()
+                if done:
+                    return task
                 if await request.is_disconnected():
-                    task.cancel()
-                    log.info("request %s: client disconnected; its queued work is cancelled", rid(request))
+                    cancel()
+                    log.info("request %s: client disconnected; its work is cancelled", rid(request))
                     raise ClientError(499, "client closed the request")
                 if loop.time() >= deadline:
-                    task.cancel()
+                    cancel()
                     raise ClientError(504, f"no answer within {config.request_timeout_s:g} s (request_timeout_s)")
         except QueueFull:
-            raise ClientError(503, f"server busy: the {batcher.name} queue is full ({config.max_queue}); retry "
-                              "later", {"Retry-After": str(RETRY_AFTER_S)}) from None
+            raise ClientError(429, f"server busy: the {batcher.name} queue is full ({config.max_queue}); retry "
+                              "after the Retry-After seconds", {"Retry-After": str(RETRY_AFTER_S)}) from None
+        except Cancelled:
+            raise ClientError(499, "client closed the request") from None
         except PayloadTooLarge as e:
             raise ClientError(413, str(e)) from None
         except (ValueError, ModelError) as e:  # the engine refused this input (not a bug)
             raise ClientError(422, str(e)) from None
         except asyncio.CancelledError:
-            task.cancel()
+            cancel()
             raise
 
     def too_many(field: str, n: int, limit: int, what: str) -> None:
@@ -214,7 +290,8 @@ def create_app(config: ServeConfig = ServeConfig(), service: Service | None = No
         return {"status": "ok", "model": service.model_name, "scorers": list(service.scorers),
                 "queue": {name: b.depth for name, b in service.batchers.items()}}
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                                          "description": "Prometheus text format 0.0.4"}})
     async def metrics():
         for name, b in service.batchers.items():
             service.metrics.set("trlm_queue_depth", b.depth, {"batcher": name})
@@ -226,6 +303,13 @@ def create_app(config: ServeConfig = ServeConfig(), service: Service | None = No
         gen_routes = ["/v1/completions", "/v1/chat/completions", "/v1/score"] + (
             ["/v1/guard"] if service.defense is not None else [])
         cards.append(S.ModelCard(id=service.model_name, kind="generator", routes=gen_routes))
+        for n in service.cite_scorers:
+            card = next((c for c in cards if c.id == n), None)
+            if card is None:
+                cards.append(S.ModelCard(id=n, kind="scorer", routes=["/v1/cite"]))
+            else:
+                card.routes.append("/v1/cite")
+        cards += [S.ModelCard(id=n, kind="checker", routes=["/v1/factcheck"]) for n in service.checkers]
         return S.ModelList(data=cards)
 
     async def rerank(body: S.RerankRequest, request: Request, version: str) -> S.RerankResponse:
@@ -295,48 +379,10 @@ def create_app(config: ServeConfig = ServeConfig(), service: Service | None = No
         return S.GuardResponse(id=rid(request), rejected=v.rejected, stage=v.stage, flagged=v.n_flagged,
                                tau=config.guard_args.tau, queries=list(v.queries))
 
-    async def generate(body, prompts: list[str], request: Request):
-        model = check_model(body.model)
-        too_many("n", len(prompts) * body.n, config.max_prompts, "completions (prompts x n)")
-        if body.max_tokens > config.max_new_tokens:
-            raise ClientError(422, f"field 'max_tokens': {body.max_tokens} is above this server's limit of "
-                              f"{config.max_new_tokens}")
-        args = GenArgs(max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, n=body.n,
-                       stop=body.stops())
-        tokens = sum(_estimate_tokens(p) + body.max_tokens for p in prompts) * body.n
-        out = await submit(request, service.batchers["generate"],
-                           GenJob(tuple(prompts), args, tuple(body.seed for _ in prompts)), tokens)
-        return model, out
+    from trlm.serve.routes import add_routes
+    from trlm.serve.spec import publish_limits
 
-    def usage(out) -> S.Usage:
-        done = sum(g.num_tokens for gs in out.generations for g in gs)
-        return S.Usage(prompt_tokens=out.prompt_tokens, completion_tokens=done, total_tokens=out.prompt_tokens + done)
-
-    def finish(g) -> str:
-        return "length" if g.finish_reason == "length" else "stop"
-
-    @app.post("/v1/completions", response_model=S.CompletionResponse)
-    async def completions(body: S.CompletionRequest, request: Request):
-        prompts = body.prompts()
-        if not prompts:
-            raise ClientError(422, "field 'prompt': at least one prompt is needed")
-        model, out = await generate(body, prompts, request)
-        choices = [S.CompletionChoice(index=i * body.n + j, text=g.text, finish_reason=finish(g))
-                   for i, gs in enumerate(out.generations) for j, g in enumerate(gs)]
-        return S.CompletionResponse(id=f"cmpl-{rid(request)}", created=int(time.time()), model=model,
-                                    choices=choices, usage=usage(out))
-
-    @app.post("/v1/chat/completions", response_model=S.ChatResponse)
-    async def chat(body: S.ChatRequest, request: Request):
-        try:
-            prompt = service.engine.render_chat(as_messages([m.model_dump() for m in body.messages]))
-        except (ValueError, ModelError) as e:
-            raise ClientError(422, f"field 'messages': {e}") from None
-        model, out = await generate(body, [prompt], request)
-        choices = [S.ChatChoice(index=j, message=S.ChatMessage(role="assistant", content=g.text.strip()),
-                                finish_reason=finish(g)) for j, g in enumerate(out.generations[0])]
-        return S.ChatResponse(id=f"chatcmpl-{rid(request)}", created=int(time.time()), model=model,
-                              choices=choices, usage=usage(out))
-
+    add_routes(app, Api(service, submit, rid, too_many, check_model))
+    publish_limits(app, service)
     app.add_middleware(_Gate, service=service)
     return app

@@ -12,7 +12,11 @@
    unknown model, sent concurrently. Each bad one must get its 4xx, each good one a 200 whose scores equal the
    reference (|Δ| <= ``tol``), none may be lost or 5xx, and ``/health`` must answer afterwards.
 
-    trlm bench serve --out runs/serve --clients 16 --requests 2 --documents 20
+4. **Generation and fact checking** (on the batching-on server; :mod:`trlm.serve.bench_gen`): time to first token
+   of streamed chat, throughput of a steered / unsteered chat mix against all-unsteered (with ``--directions``),
+   and ``/v1/factcheck`` requests per second.
+
+    trlm bench serve --out runs/serve --clients 16 --requests 2 --documents 20 --directions runs/steer/dirs
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 from trlm.core.io import write_text
 from trlm.core.models import DEFAULT_MODEL
 from trlm.core.report import fmt, new_figure, save_figure, write_results
+from trlm.serve.bench_gen import report_rows
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +207,9 @@ def _batch_stats(metrics_text: str, scorer: str) -> dict:
 def run_serve_bench(out: str | Path, data: str | Path, *, scorer: str = "trlm-fo", model: str = DEFAULT_MODEL,
                     clients: int = 16, requests: int = 2, documents: int = 20, max_tokens_per_doc: int = 128,
                     soak: int = 60, port: int = 0, dtype: str = "float32", threads: int | None = None,
-                    tol: float = 1e-3) -> dict:
+                    tol: float = 1e-3, directions: str | Path | None = None, steer_concept: int | None = None,
+                    steer_factor: float = 1.0, gen_requests: int = 8, gen_max_tokens: int = 32,
+                    gen_clients: int = 4, factcheck_requests: int = 40, checker: str = "minilm-features") -> dict:
     """Run the benchmark (module docstring); writes results.json, report.md and serve.png under ``out``."""
     import httpx
 
@@ -215,11 +222,21 @@ def run_serve_bench(out: str | Path, data: str | Path, *, scorer: str = "trlm-fo
             "--max-tokens-per-doc", str(max_tokens_per_doc), "--log-level", "warning"] + (
                 ["--threads", str(threads)] if threads else [])
     max_docs, max_body = 4 * documents, 200_000
-    runs, summaries = {}, {}
+    runs, summaries, gen = {}, {}, {}
+    steer = None
+    if directions is not None:
+        from trlm.steer.detect import load_directions
+
+        _, dirs = load_directions(directions)
+        concept = sorted(dirs)[0] if steer_concept is None else steer_concept
+        if concept not in dirs:
+            raise ValueError(f"--steer-concept {concept}: {directions} holds concepts {sorted(dirs)}")
+        steer = [{"directions": "bench", "concept": concept, "factor": steer_factor}]
     for mode in ("off", "on"):
         flags = base + (["--no-batching"] if mode == "off" else
                         ["--batching", "--api-key", KEY, "--max-documents", str(max_docs), "--max-body-bytes",
-                         str(max_body)])
+                         str(max_body), "--checker", checker, "--max-claims", str(documents)] +
+                        (["--directions", f"bench={directions}"] if directions is not None else []))
         headers = {"Authorization": f"Bearer {KEY}"} if mode == "on" else {}
         with serve(flags, port, server_log) as url:
             httpx.post(url + "/v1/rerank", json=bodies[0], headers=headers, timeout=600)  # warm-up
@@ -233,6 +250,8 @@ def run_serve_bench(out: str | Path, data: str | Path, *, scorer: str = "trlm-fo
                 got = asyncio.run(run_soak(url, cases, clients))
                 soak_wall = time.perf_counter() - t0
                 healthy = httpx.get(url + "/health", timeout=10).status_code == 200
+                gen = _generation_rows(url, headers, bodies, steer, gen_requests, gen_max_tokens, gen_clients,
+                                       factcheck_requests)
     ref = [r["scores"] if r else None for r in runs["off"]["rows"]]
     batched = [r["scores"] if r else None for r in runs["on"]["rows"]]
     kinds: dict[str, dict] = {}
@@ -247,9 +266,16 @@ def run_serve_bench(out: str | Path, data: str | Path, *, scorer: str = "trlm-fo
         "config": {"scorer": scorer, "model": model, "dtype": dtype, "clients": clients, "requests_per_client":
                    requests, "documents": documents, "max_tokens_per_doc": max_tokens_per_doc, "soak": soak,
                    "data": str(Path(data) / DATASET), "cpu_count": os.cpu_count(), "threads": threads,
+                   "gen_requests": gen_requests, "gen_max_tokens": gen_max_tokens, "gen_clients": gen_clients,
+                   "factcheck_requests": factcheck_requests, "checker": checker,
+                   "directions": str(directions) if directions else None,
                    "command": f"trlm bench serve --out {out} --clients {clients} --requests {requests} "
                               f"--documents {documents} --max-tokens-per-doc {max_tokens_per_doc} --soak {soak} "
-                              f"--dtype {dtype}" + (f" --threads {threads}" if threads else "")},
+                              f"--dtype {dtype}" + (f" --threads {threads}" if threads else "") +
+                              f" --gen-requests {gen_requests} --gen-max-tokens {gen_max_tokens} --gen-clients "
+                              f"{gen_clients} --factcheck-requests {factcheck_requests}" +
+                              (f" --directions {directions} --steer-concept {steer[0]['concept']} --steer-factor "
+                               f"{steer_factor:g}" if steer else "")},
         "batching_off": summaries["off"], "batching_on": summaries["on"],
         "speedup_documents_per_s": summaries["on"]["documents_per_s"] / summaries["off"]["documents_per_s"],
         "batched_vs_alone_max_abs_delta": max_delta(ref, batched),
@@ -259,11 +285,28 @@ def run_serve_bench(out: str | Path, data: str | Path, *, scorer: str = "trlm-fo
                  "all_as_expected": all(k["as_expected"] == k["sent"] for k in kinds.values()),
                  "valid_max_abs_delta_vs_alone": soak_delta, "scores_match_alone": soak_delta <= tol,
                  "healthy_after": healthy, "tolerance": tol},
+        **gen,
     }
     write_results(out, results)
     _plot(out / "serve.png", results)
     write_text(out / "report.md", report(results))
     return results
+
+
+def _generation_rows(url: str, headers: dict, bodies: list[dict], steer, n: int, max_tokens: int, clients: int,
+                     factchecks: int) -> dict:
+    """Streaming time to first token, the steered / unsteered mix, factcheck requests/s (module docstring)."""
+    from trlm.serve.bench_gen import chat_bodies, factcheck_rate, steer_mix, ttft
+
+    queries = list(dict.fromkeys(b["query"] for b in bodies))
+    chats = chat_bodies(queries, n, max_tokens)
+    out = {"streaming": ttft(url, headers, chats, clients)}
+    if steer is not None:
+        out["steering"] = steer_mix(url, headers, chats, clients, steer)
+    checks = [{"document": bodies[i % len(bodies)]["documents"][0], "claims": [bodies[i % len(bodies)]["query"]]}
+              for i in range(factchecks)]
+    out["factcheck"] = factcheck_rate(url, headers, checks, clients)
+    return out
 
 
 def _plot(path: Path, res: dict) -> None:
@@ -308,7 +351,8 @@ def report(res: dict) -> str:
         f"lost {soak['lost']}, 5xx {soak['server_errors_5xx']}, all as expected: {soak['all_as_expected']}, "
         f"valid scores == alone (|Δ| <= {soak['tolerance']:g}): {soak['scores_match_alone']} (max |Δ| "
         f"{soak['valid_max_abs_delta_vs_alone']:.2e}), healthy after: {soak['healthy_after']}.", "",
-        "![throughput and latency](serve.png)", ""])
+        "![throughput and latency](serve.png)", "", *report_rows(res),
+        *([] if res.get("steering") else ["Steered / unsteered mix: not measured (pass --directions DIR).", ""])])
 
 
 if __name__ == "__main__":  # python -m trlm.serve.bench OUT [CLIENTS REQUESTS]

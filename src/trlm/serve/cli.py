@@ -47,12 +47,24 @@ def serve_cmd(
     max_wait_ms: float = typer.Option(_C.max_wait_ms, help="Longest wait of a queued request for others to join."),
     max_batch_tokens: int = typer.Option(_C.max_batch_tokens, help="Estimated tokens of one coalesced call."),
     max_batch_requests: int = typer.Option(_C.max_batch_requests, help="Requests in one coalesced call."),
-    max_queue: int = typer.Option(_C.max_queue, help="Queued requests per workload before 503 + Retry-After."),
+    max_queue: int = typer.Option(_C.max_queue, help="Queued requests per workload before 429 + Retry-After."),
+    rate_limit: float = typer.Option(_C.rate_limit, help="Requests per second per API key (per client address "
+                                     "without keys) before 429 + Retry-After; 0: no limit."),
+    rate_burst: int = typer.Option(_C.rate_burst, help="Requests a key may send at once before --rate-limit applies."),
     cache_size: int = typer.Option(_C.cache_size, help="Scores kept in the LRU cache (0: off)."),
     max_body_bytes: int = typer.Option(_C.max_body_bytes, help="Larger request bodies are refused (413)."),
     max_documents: int = typer.Option(_C.max_documents, help="Documents per rerank request (413 beyond)."),
     max_tokens_per_doc: int = typer.Option(_C.max_tokens_per_doc, help="Documents are cut to this many tokens."),
     max_new_tokens: int = typer.Option(_C.max_new_tokens, help="Cap on a completion's max_tokens."),
+    max_claims: int = typer.Option(_C.max_claims, help="Claims per /v1/factcheck or /v1/cite request (413 beyond)."),
+    checker: str = typer.Option(",".join(_C.checkers), help="Comma-separated /v1/factcheck checkers; the first is "
+                                "the default: minilm-features, trlm-fo, forward-pmi, trlm-ba, smollm2-yesno or a "
+                                "directory from `trlm factcheck train`."),
+    cite_scorer: str = typer.Option(",".join(_C.cite_scorers), help="Comma-separated /v1/cite scorers "
+                                    "(task=citation); the first is the default."),
+    directions: Optional[List[str]] = typer.Option(None, "--directions", help="NAME=DIR: directions written by "
+                                                   "`trlm steer fit`, for the 'steer' field of completions and chat "
+                                                   "(repeatable)."),
     request_timeout: float = typer.Option(_C.request_timeout_s, help="Seconds before an unanswered request gets 504."),
     guard: bool = typer.Option(_C.guard, help="Serve /v1/guard (loads the MiniLM filter)."),
     guard_n: int = typer.Option(_D.n, help="/v1/guard: queries generated back from each response."),
@@ -71,6 +83,12 @@ def serve_cmd(
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keys = api_keys_from_env(api_key or ())
+    pairs = []
+    for spec in directions or ():
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise InputError(f"--directions {spec!r}: give NAME=DIR (a directory written by `trlm steer fit`)")
+        pairs.append((name.strip(), path.strip()))
     cfg = ServeConfig(model=model, scorers=_names(scorer), host=host, port=port, api_keys=keys, device=device,
                       dtype=dtype, threads=threads, batching=batching, max_wait_ms=max_wait_ms,
                       max_batch_tokens=max_batch_tokens,
@@ -78,7 +96,9 @@ def serve_cmd(
                       max_body_bytes=max_body_bytes, max_documents=max_documents,
                       max_tokens_per_doc=max_tokens_per_doc, max_new_tokens=max_new_tokens,
                       request_timeout_s=request_timeout, guard=guard,
-                      guard_args=dataclasses.replace(_D, n=guard_n, tau=guard_tau), speculative=speculative)
+                      guard_args=dataclasses.replace(_D, n=guard_n, tau=guard_tau), speculative=speculative,
+                      rate_limit=rate_limit, rate_burst=rate_burst, max_claims=max_claims, checkers=_names(checker),
+                      cite_scorers=_names(cite_scorer), directions=tuple(pairs))
     if host not in ("127.0.0.1", "localhost", "::1") and not keys:
         log.warning("binding to %s without --api-key: anyone who can reach this address can use the server", host)
     if threads:
@@ -104,8 +124,17 @@ def bench_serve_cmd(
     port: int = typer.Option(0, help="Loopback port (0: a free one)."),
     dtype: str = typer.Option("float32", help="The server's dtype (float32: batched scores equal alone ones to 1e-3)."),
     threads: Optional[int] = typer.Option(None, help="The server's torch CPU threads (default: torch's choice)."),
+    directions: Optional[Path] = typer.Option(None, help="Directions from `trlm steer fit` for the steered / "
+                                              "unsteered chat mix (without: that row is not measured)."),
+    steer_concept: Optional[int] = typer.Option(None, help="Concept steered in the mix (default: the first)."),
+    steer_factor: float = typer.Option(1.0, help="Steering factor in the mix."),
+    gen_requests: int = typer.Option(8, help="Chat requests of the streaming and steering rows."),
+    gen_max_tokens: int = typer.Option(32, help="max_tokens of those chat requests."),
+    gen_clients: int = typer.Option(4, help="Concurrent clients of the generation and factcheck rows."),
+    factcheck_requests: int = typer.Option(40, help="/v1/factcheck requests."),
 ):
-    """Documents/s and p50/p95/p99 latency with dynamic batching on vs off, then a soak of valid and bad requests."""
+    """Documents/s and p50/p95/p99 latency with dynamic batching on vs off, a soak of valid and bad requests, then
+    streaming time to first token, a steered / unsteered chat mix and factcheck requests/s."""
     from trlm.core.io import default_data_dir
     from trlm.serve.bench import run_serve_bench
 
@@ -113,7 +142,9 @@ def bench_serve_cmd(
         raise InputError("--clients, --requests and --documents must be >= 1")
     run_serve_bench(out, data or default_data_dir(), scorer=scorer, clients=clients, requests=requests,
                     documents=documents, max_tokens_per_doc=max_tokens_per_doc, soak=soak, port=port, dtype=dtype,
-                    threads=threads)
+                    threads=threads, directions=directions, steer_concept=steer_concept, steer_factor=steer_factor,
+                    gen_requests=gen_requests, gen_max_tokens=gen_max_tokens, gen_clients=gen_clients,
+                    factcheck_requests=factcheck_requests)
     typer.echo((out / "report.md").read_text())
 
 

@@ -2,20 +2,59 @@
 
 Field names follow the APIs clients already use, so no adapter is needed: the Cohere rerank shape (v1 and v2)
 for ``/v1/rerank`` and ``/v2/rerank``, the OpenAI subset for ``/v1/completions`` and ``/v1/chat/completions``,
-and the ``trlm score`` contract for ``/v1/score``. Unknown request fields are ignored (clients send options this
-server does not implement, e.g. Cohere's ``rank_fields``); a field of the wrong type or a missing one is a 422
-that names it.
+and the ``trlm score`` contract for ``/v1/score``, MiniCheck's for ``/v1/factcheck`` and ``trlm cite``'s for
+``/v1/cite``. A field of the wrong type or a missing one is a 422 that names it. So is a field this server does
+not know, and a known option it does not implement unless it holds its no-op value (e.g. ``logit_bias``, ``echo``,
+``suffix``, Cohere's ``rank_fields`` other than ``["text"]``): answering without it would change the answer. The
+fields that cannot change an answer are accepted and ignored; :data:`IGNORED` lists them per body.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# the pattern published for texts the server refuses when blank (str.strip() empty; enforced by _not_blank): a
+# character that is whitespace neither for JSON Schema's ECMA-262 \s nor for Python (\x1c-\x1f, \x85)
+NON_BLANK = r"[^\s\x1c-\x1f\x85]"
+
+# fields accepted and ignored: they cannot change an answer (user ids, metadata, scheduling hints)
+IGNORED: dict[str, tuple[str, ...]] = {
+    "rerank": ("priority",),
+    "completions": ("user",),
+    "chat": ("user", "metadata", "store", "service_tier", "parallel_tool_calls", "prompt_cache_key",
+             "safety_identifier"),
+}
+
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx / 5xx body."""
+
+    message: str
+    type: str
+    request_id: str
+
+
+def _ignored(what: str):
+    return Field(None, description=f"Accepted and ignored ({what}).")
+
+
+def _noop(*values, what: str):
+    """A known option this server does not implement: only its no-op values are accepted (anything else: 422)."""
+    return Field(None, json_schema_extra={"enum": [None, *values]},
+                 description=f"Not implemented ({what}): only {', '.join(map(repr, values)) or 'null'} is accepted.")
+
+
+def _refuse_unless(value, allowed: tuple, field: str, what: str):
+    if value is None or any(value == a and type(value) is type(a) for a in allowed):
+        return value
+    raise ValueError(f"not implemented by this server ({what}); answering without it would change the answer. "
+                     f"Remove '{field}'" + (f" or send {' or '.join(map(repr, allowed))}" if allowed else ""))
 
 
 def _not_blank(v: str, what: str) -> str:
@@ -31,22 +70,39 @@ class RerankDocument(BaseModel):
     """A document object: ``text`` is scored; any other fields are returned unchanged with ``return_documents``."""
 
     model_config = ConfigDict(extra="allow")
-    text: str
+    text: str = Field(..., json_schema_extra={"pattern": NON_BLANK})
 
 
 class RerankRequest(_Body):
     model: Optional[str] = Field(None, description="A served scorer (GET /v1/models); default: the first one.")
-    query: str = Field(..., min_length=1)
-    documents: list[Union[str, RerankDocument]] = Field(..., min_length=1)
+    query: str = Field(..., min_length=1, json_schema_extra={"pattern": NON_BLANK})
+    documents: list[Union[str, RerankDocument]] = Field(..., min_length=1, json_schema_extra={"items": {"anyOf": [
+        {"type": "string", "pattern": NON_BLANK}, {"$ref": "#/components/schemas/RerankDocument"}]}})
     top_n: Optional[int] = Field(None, ge=1, description="Return only the best top_n (default: all).")
     return_documents: bool = False
     max_tokens_per_doc: Optional[int] = Field(None, ge=1, description="Documents are cut to this many tokens "
                                               "(their start) before scoring; capped by the server's limit.")
+    rank_fields: Optional[list[str]] = Field(None, json_schema_extra={"enum": [None, ["text"]]},
+                                             description="Only ['text'] (the scored field) is implemented.")
+    max_chunks_per_doc: Optional[int] = _noop(what="documents are cut to max_tokens_per_doc, not chunked")
+    relevant_spans: Optional[Any] = _noop(what="relevant spans")
+    priority: Optional[Any] = _ignored("a scheduling hint")
 
     @field_validator("query")
     @classmethod
     def _query(cls, v: str) -> str:
         return _not_blank(v, "query")
+
+    @field_validator("rank_fields", mode="before")
+    @classmethod
+    def _rank_fields(cls, v):
+        return _refuse_unless(v, (["text"],), "rank_fields", "ranking on fields other than 'text'")
+
+    @field_validator("max_chunks_per_doc", "relevant_spans", mode="before")
+    @classmethod
+    def _refused(cls, v, info):
+        return _refuse_unless(v, (), info.field_name, "documents are cut to max_tokens_per_doc, not chunked"
+                              if info.field_name == "max_chunks_per_doc" else "relevant spans")
 
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
@@ -87,7 +143,7 @@ class RerankResponse(BaseModel):
 
 class ScorePair(_Body):
     context: str
-    continuation: str
+    continuation: str = Field(..., json_schema_extra={"pattern": NON_BLANK})
 
     @field_validator("continuation")
     @classmethod
@@ -119,8 +175,13 @@ class ScoreResponse(BaseModel):
 
 
 class GuardRequest(_Body):
-    query: str = Field(..., min_length=1)
+    query: str = Field(..., min_length=1, json_schema_extra={"pattern": NON_BLANK})
     response: Optional[str] = Field(None, description="The model's answer; without it only the filter runs.")
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        return _not_blank(v, "query")
 
 
 class GuardResponse(BaseModel):
@@ -135,23 +196,95 @@ class GuardResponse(BaseModel):
 # ---------------------------------------------------------------------------------------------- generation
 
 
+class SteerSpec(_Body):
+    """Add ``factor x max_act[concept] x w[concept]`` to the residual stream at the directions' layer (the
+    ``trlm steer generate`` intervention), for this request's rows only."""
+
+    directions: str = Field(..., description="A directions set loaded with `trlm serve --directions NAME=DIR`.")
+    concept: int = Field(..., description="A concept id of that set.")
+    factor: float = Field(..., ge=-1000, le=1000, description="Steering strength: alpha = factor x max_act.")
+
+
+class StreamOptions(_Body):
+    include_usage: bool = Field(False, description="Send a last chunk with the usage and no choices.")
+    include_obfuscation: Optional[Any] = _ignored("padding of stream chunks")
+
+
+# (field, no-op values, what it would do): refused with a 422 unless absent or one of the no-op values
+_REFUSED_GEN = {
+    "suffix": ((), "text after the completion"),
+    "echo": ((False,), "echoing the prompt"),
+    "best_of": ((1,), "best-of-n selection"),
+    "logprobs": ((False,), "log-probabilities in the answer"),
+    "top_logprobs": ((0,), "log-probabilities in the answer"),
+    "logit_bias": (({},), "logit bias"),
+    "presence_penalty": ((0, 0.0), "presence penalty"),
+    "frequency_penalty": ((0, 0.0), "frequency penalty"),
+    "repetition_penalty": ((1, 1.0), "repetition penalty"),
+    "min_p": ((0, 0.0), "min-p sampling"),
+    "response_format": (({"type": "text"},), "structured output"),
+    "tools": (([],), "tool calls"),
+    "tool_choice": (("none",), "tool calls"),
+    "functions": (([],), "function calls"),
+    "function_call": (("none",), "function calls"),
+    "modalities": ((["text"],), "non-text output"),
+    "audio": ((), "audio output"),
+    "prediction": ((), "predicted outputs"),
+    "reasoning_effort": ((), "reasoning effort"),
+    "web_search_options": ((), "web search"),
+}
+_COMPLETION_ONLY = ("suffix", "echo", "best_of")
+
+
+DEFAULT_MAX_TOKENS = 64  # or the server's --max-new-tokens when smaller
+
+
 class _GenBody(_Body):
     model: Optional[str] = None
-    max_tokens: int = Field(64, ge=1)
+    max_tokens: Optional[int] = Field(None, ge=1, description=f"Default: {DEFAULT_MAX_TOKENS} or the server's "
+                                      "limit when smaller.")
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens (0: all).")
     n: int = Field(1, ge=1)
     seed: int = 0
     stop: Union[str, list[str], None] = None
+    stream: bool = Field(False, description="Answer with server-sent events (OpenAI chunks, then [DONE]).")
+    stream_options: Optional[StreamOptions] = None
+    steer: Optional[list[SteerSpec]] = Field(None, description="Per-request steering (served --directions).")
+
+    @field_validator(*[f for f in _REFUSED_GEN], mode="before", check_fields=False)
+    @classmethod
+    def _refused(cls, v, info):
+        allowed, what = _REFUSED_GEN[info.field_name]
+        return _refuse_unless(v, allowed, info.field_name, what)
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(s for s in self.stop if s)
 
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
 
 class CompletionRequest(_GenBody):
-    prompt: Union[str, list[str]]
+    prompt: Union[str, list[str]] = Field(..., json_schema_extra={"minItems": 1})
+    user: Optional[Any] = _ignored("an end-user id")
+    suffix: Optional[Any] = _noop(what=_REFUSED_GEN["suffix"][1])
+    echo: Optional[Any] = _noop(False, what=_REFUSED_GEN["echo"][1])
+    best_of: Optional[Any] = _noop(1, what=_REFUSED_GEN["best_of"][1])
+    logprobs: Optional[Any] = _noop(what="log-probabilities in the answer")
+    logit_bias: Optional[Any] = _noop({}, what="logit bias")
+    presence_penalty: Optional[Any] = _noop(0, what="presence penalty")
+    frequency_penalty: Optional[Any] = _noop(0, what="frequency penalty")
+    repetition_penalty: Optional[Any] = _noop(1, what="repetition penalty")
+    min_p: Optional[Any] = _noop(0, what="min-p sampling")
+
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def _logprobs(cls, v):  # an integer in the completions API: any value asks for log-probabilities
+        return _refuse_unless(v, (), "logprobs", "log-probabilities in the answer")
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
@@ -162,8 +295,44 @@ class ChatMessage(BaseModel):
     content: str
 
 
+class ChatTurn(ChatMessage):
+    """A message of a request."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Optional[Any] = _ignored("a participant name")
+
+
 class ChatRequest(_GenBody):
-    messages: list[ChatMessage] = Field(..., min_length=1)
+    messages: list[ChatTurn] = Field(..., min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1, description="The newer name of max_tokens (wins).")
+    user: Optional[Any] = _ignored("an end-user id")
+    metadata: Optional[Any] = _ignored("stored-completion metadata")
+    store: Optional[Any] = _ignored("completions are not stored")
+    service_tier: Optional[Any] = _ignored("a scheduling hint")
+    parallel_tool_calls: Optional[Any] = _ignored("tools are not implemented")
+    prompt_cache_key: Optional[Any] = _ignored("a cache hint")
+    safety_identifier: Optional[Any] = _ignored("an end-user id")
+    logprobs: Optional[Any] = _noop(False, what="log-probabilities in the answer")
+    top_logprobs: Optional[Any] = _noop(0, what="log-probabilities in the answer")
+    logit_bias: Optional[Any] = _noop({}, what="logit bias")
+    presence_penalty: Optional[Any] = _noop(0, what="presence penalty")
+    frequency_penalty: Optional[Any] = _noop(0, what="frequency penalty")
+    repetition_penalty: Optional[Any] = _noop(1, what="repetition penalty")
+    min_p: Optional[Any] = _noop(0, what="min-p sampling")
+    response_format: Optional[Any] = _noop({"type": "text"}, what="structured output")
+    tools: Optional[Any] = _noop([], what="tool calls")
+    tool_choice: Optional[Any] = _noop("none", what="tool calls")
+    functions: Optional[Any] = _noop([], what="function calls")
+    function_call: Optional[Any] = _noop("none", what="function calls")
+    modalities: Optional[Any] = _noop(["text"], what="non-text output")
+    audio: Optional[Any] = _noop(what="audio output")
+    prediction: Optional[Any] = _noop(what="predicted outputs")
+    reasoning_effort: Optional[Any] = _noop(what="reasoning effort")
+    web_search_options: Optional[Any] = _noop(what="web search")
+
+    def model_post_init(self, _ctx) -> None:
+        if self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
 
 
 class Usage(BaseModel):
@@ -211,10 +380,125 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "trlm"
-    kind: Literal["scorer", "generator"]
+    kind: Literal["scorer", "generator", "checker"]
     routes: list[str]
 
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# ---------------------------------------------------------------------------------------------- factcheck, cite
+
+
+class FactcheckPair(_Body):
+    document: str = Field(..., json_schema_extra={"pattern": NON_BLANK})
+    claim: str = Field(..., json_schema_extra={"pattern": NON_BLANK})
+
+    @field_validator("document", "claim")
+    @classmethod
+    def _text(cls, v: str, info) -> str:
+        return _not_blank(v, info.field_name)
+
+
+def _one_form(schema: dict) -> None:
+    schema["oneOf"] = [{"required": ["document", "claims"], "not": {"required": ["pairs"]}},
+                       {"required": ["pairs"], "not": {"anyOf": [{"required": ["document"]},
+                                                                 {"required": ["claims"]}]}}]
+
+
+class FactcheckRequest(_Body):
+    """MiniCheck's contract: one ``document`` for every claim of ``claims``, or (document, claim) ``pairs``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra=_one_form)
+    checker: Optional[str] = Field(None, description="A served checker (GET /v1/models); default: the first one.")
+    document: Optional[str] = Field(None, description="The grounding document of every claim.",
+                                    json_schema_extra={"pattern": NON_BLANK})
+    claims: Optional[list[str]] = Field(None, min_length=1, json_schema_extra={"items": {"type": "string",
+                                                                                         "pattern": NON_BLANK}})
+    pairs: Optional[list[FactcheckPair]] = Field(None, min_length=1)
+    threshold: Optional[float] = Field(None, ge=0.0, le=1.0, description="label = prob > threshold (default: "
+                                       "the checker's own).")
+
+    @field_validator("document")
+    @classmethod
+    def _doc(cls, v: Optional[str]) -> Optional[str]:
+        return v if v is None else _not_blank(v, "document")
+
+    @field_validator("claims")
+    @classmethod
+    def _claims(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        for i, t in enumerate(v or ()):
+            _not_blank(t, f"claim {i}")
+        return v
+
+    def items(self) -> list[tuple[str, str]]:
+        """(document, claim) per claim; ValueError unless exactly one of document + claims, or pairs, is given."""
+        if self.pairs is not None and self.document is None and self.claims is None:
+            return [(p.document, p.claim) for p in self.pairs]
+        if self.pairs is None and self.document is not None and self.claims is not None:
+            return [(self.document, c) for c in self.claims]
+        raise ValueError("give either 'document' and 'claims' (one document for every claim) or 'pairs' "
+                         "([{document, claim}, ...]), not both and not part of one")
+
+
+class FactcheckChunk(BaseModel):
+    index: int = Field(..., description="Which sentence chunk of the document decided the claim.")
+    text: str
+
+
+class FactcheckResult(BaseModel):
+    index: int = Field(..., description="The claim's index.")
+    prob: float = Field(..., description="P(supported): the maximum over the document's chunks.")
+    label: int = Field(..., description="1 (supported) when prob > threshold, else 0.")
+    threshold: float
+    chunk: FactcheckChunk
+    chunk_probs: list[float]
+
+
+class FactcheckResponse(BaseModel):
+    id: str
+    checker: str
+    results: list[FactcheckResult]
+
+
+def _exclusion_needs_two(schema: dict) -> None:
+    schema["if"] = {"properties": {"search": {"const": "exclusion"}}, "required": ["search"]}
+    schema["then"] = {"properties": {"sentences": {"minItems": 2}}}
+
+
+class CiteRequest(_Body):
+    """``trlm cite``'s contract: claims and the source's sentences."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra=_exclusion_needs_two)
+    claims: list[str] = Field(..., min_length=1, json_schema_extra={"items": {"type": "string",
+                                                                              "pattern": NON_BLANK}})
+    sentences: list[str] = Field(..., min_length=1, json_schema_extra={"items": {"type": "string",
+                                                                                 "pattern": NON_BLANK}})
+    search: Literal["linear", "binary", "exclusion"] = "linear"
+    scorer: Optional[str] = Field(None, description="A served citation scorer; default: the first one.")
+    min_sentences: int = Field(1, ge=1, description="Binary search stops at this many sentences.")
+    pick: Literal["lowest", "highest"] = Field("lowest", description="Exclusion: cite the sentence whose removal "
+                                               "gives the lowest (paper's prose) or highest score.")
+
+    @field_validator("claims", "sentences")
+    @classmethod
+    def _texts(cls, v: list[str]) -> list[str]:
+        for i, t in enumerate(v):
+            _not_blank(t, f"item {i}")
+        return v
+
+
+class CiteResult(BaseModel):
+    index: int = Field(..., description="The claim's index.")
+    cited: list[int] = Field(..., description="0-based sentence indices: best-first (linear, exclusion) or the "
+                             "span (binary).")
+    scores: list[float] = Field(..., description="Aligned with cited (binary: the span's score).")
+
+
+class CiteResponse(BaseModel):
+    id: str
+    scorer: str
+    search: str
+    results: list[CiteResult]

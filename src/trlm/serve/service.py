@@ -7,8 +7,10 @@ one call of the library, over the jobs of several requests:
 * rerank   ``Scorer.logliks_many`` of the scorer the request names (task ``retrieval``: documents are
   passages), documents cut to ``max_tokens_per_doc`` with ``Engine.truncate`` — the CLI's own truncation.
 * score    ``Engine.loglikelihood`` (the ``trlm score`` contract).
-* generate ``Engine.generate`` with one seed per prompt (``speculative_generate`` with ``--speculative``).
+* generate the engine's decoding steps with one seed per prompt, per-row steering, streaming and cancellation
+  (:mod:`trlm.serve.generate`; ``speculative_generate`` with ``--speculative``).
 * guard    ``TRLMDefense`` (Alg. 12); a query without a response runs only the filter.
+* factcheck / cite  a served checker's ``score``, the ``trlm cite`` searches (:mod:`trlm.serve.systems`).
 
 Scores are cached per document in a bounded LRU keyed by (model, scorer, query, truncated document).
 
@@ -31,10 +33,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from trlm.core.models import DEFAULT_MODEL
-from trlm.core.schema import GenArgs, Generation, LogLik, Request
+from trlm.core.schema import LogLik, Request
 from trlm.guard.defense import DefenseArgs
 from trlm.serve.batching import Batcher, ScoreCache
+from trlm.serve.generate import Cancelled, DirectionSet, GenJob, GenOutcome, PayloadTooLarge, run_generate
 from trlm.serve.metrics import Metrics
+from trlm.serve.systems import CiteJob, FactcheckJob, load_checker, run_cite, run_factcheck
+
+__all__ = ["Cancelled", "CiteJob", "FactcheckJob", "GenJob", "GenOutcome", "GuardJob", "PayloadTooLarge", "RerankJob",
+           "ScoreJob", "ServeConfig", "Service"]
 
 if TYPE_CHECKING:
     from trlm.core.engine import Engine
@@ -48,10 +55,6 @@ log = logging.getLogger(__name__)
 SERVABLE_SCORERS: tuple[str, ...] = ("trlm-fo", "trlm-ba", "trlm-fo-chat", "trlm-foba-rev", "trlm-foba-fwd",
                                      "forward-mean", "self")
 REVERSE_SCORERS = ("trlm-ba", "trlm-foba-rev")
-
-
-class PayloadTooLarge(ValueError):
-    """A request is within the body limit but too long for the model (answered 413)."""
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,16 @@ class ServeConfig:
     max_wait_ms: float = 5.0  # how long the oldest queued request waits for others to join its call
     max_batch_tokens: int = 32768  # estimated tokens of one coalesced call
     max_batch_requests: int = 32  # requests in one coalesced call
-    max_queue: int = 256  # queued requests per workload before 503 + Retry-After
+    max_queue: int = 256  # queued requests per workload before 429 + Retry-After
+    rate_limit: float = 0.0  # requests per second per API key (per client address without keys); 0: no limit
+    rate_burst: int = 10  # requests a key may send at once before the rate applies
     cache_size: int = 100_000  # rerank / score results kept (LRU); 0 disables the cache
     max_body_bytes: int = 4_000_000  # larger bodies -> 413
     max_documents: int = 1000  # per rerank request -> 413 beyond
     max_tokens_per_doc: int = 512  # documents are cut to this (or the request's smaller max_tokens_per_doc)
     max_pairs: int = 1000  # per /v1/score request
     max_prompts: int = 64  # prompts x n per completion request
+    max_claims: int = 256  # claims per /v1/factcheck or /v1/cite request (sentences: max_documents)
     max_new_tokens: int = 1024  # cap on max_tokens
     request_timeout_s: float = 300.0  # a request still unanswered after this -> 504
     guard: bool = True  # serve /v1/guard (loads the MiniLM filter and the defense's generator)
@@ -85,6 +91,9 @@ class ServeConfig:
     guard_args: DefenseArgs = field(default_factory=DefenseArgs)
     speculative: Optional[str] = None  # drafter for generation: ngram, ngram:N, early-exit:K or a model
     gamma: int = 4
+    directions: tuple[tuple[str, str], ...] = ()  # (NAME, DIR) of `trlm steer fit` directions for "steer"
+    checkers: tuple[str, ...] = ("minilm-features",)  # /v1/factcheck checkers; the first is the default
+    cite_scorers: tuple[str, ...] = ("trlm-fo",)  # /v1/cite scorers (task=citation); the first is the default
 
     def __post_init__(self):
         if not self.scorers:
@@ -97,7 +106,7 @@ class ServeConfig:
                         ("--max-body-bytes", self.max_body_bytes), ("--max-documents", self.max_documents),
                         ("--max-tokens-per-doc", self.max_tokens_per_doc), ("--max-pairs", self.max_pairs),
                         ("--max-prompts", self.max_prompts), ("--max-new-tokens", self.max_new_tokens),
-                        ("--gamma", self.gamma)):
+                        ("--gamma", self.gamma), ("--max-claims", self.max_claims), ("--rate-burst", self.rate_burst)):
             if v < 1 and not (flag == "--port" and v == 0):
                 raise ValueError(f"{flag} must be >= 1, got {v}")
         if self.threads is not None and self.threads < 1:
@@ -106,6 +115,18 @@ class ServeConfig:
             raise ValueError("--max-wait-ms and --cache-size must be >= 0 and --request-timeout > 0")
         if any(not k for k in self.api_keys):
             raise ValueError("--api-key: an API key cannot be empty")
+        if not math.isfinite(self.rate_limit) or self.rate_limit < 0:
+            raise ValueError(f"--rate-limit must be >= 0 requests per second, got {self.rate_limit}")
+        names = [n for n, _ in self.directions]
+        if len(set(names)) < len(names) or any(not n for n in names):
+            raise ValueError("--directions: give each set a distinct, non-empty NAME (NAME=DIR)")
+        if not self.checkers:
+            raise ValueError("--checker: serve at least one checker")
+        from trlm.scoring import SCORERS
+
+        bad = [s for s in self.cite_scorers if s not in SCORERS]
+        if not self.cite_scorers or bad:
+            raise ValueError(f"--cite-scorer: {', '.join(bad) or 'none given'}; choose from {', '.join(SCORERS)}")
 
 
 def api_keys_from_env(keys: Sequence[str] = ()) -> tuple[str, ...]:
@@ -137,19 +158,6 @@ class ScoreJob:
     pairs: tuple[Request, ...]
     direction: Optional[str]
     truncate: str
-
-
-@dataclass(frozen=True)
-class GenJob:
-    prompts: tuple[str, ...]
-    args: GenArgs
-    seeds: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class GenOutcome:
-    generations: list[list[Generation]]
-    prompt_tokens: int
 
 
 @dataclass(frozen=True)
@@ -196,6 +204,20 @@ class Service:
             from trlm.speculative.drafters import make_drafter
 
             self.drafter = make_drafter(config.speculative, self.engine, "forward")
+        self.direction_sets: dict[str, DirectionSet] = {}
+        if config.directions and not self.steerable:
+            raise ValueError("--directions: per-request steering needs a local model without --speculative")
+        for name, path in config.directions:
+            self.direction_sets[name] = DirectionSet.load(name, path, self.engine)
+            log.info("serving directions %s (%d concepts, layer %d)", name,
+                     len(self.direction_sets[name].directions), self.direction_sets[name].layer)
+        self.checkers = {name: load_checker(name, self.engine, config.device) for name in config.checkers}
+        self.cite_scorers = {}
+        for name in config.cite_scorers:
+            needs = "reverse" if name in REVERSE_SCORERS else "forward"
+            eng = self.engine if self.engine.supports(needs) else get_engine(DEFAULT_MODELS.get(name, DEFAULT_MODEL),
+                                                                              config.device, config.dtype)
+            self.cite_scorers[name] = make_scorer(name, engine=eng, task="citation", max_response_tokens=2048)
         # one thread runs every engine call: calls never overlap and the event loop stays free
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trlm-engine")
         c = config
@@ -209,6 +231,19 @@ class Service:
         self.batchers["generate"] = Batcher("generate", self._generate, self.executor, **kw)
         if self.defense is not None:
             self.batchers["guard"] = Batcher("guard", self._guard, self.executor, **kw)
+        for name, ch in self.checkers.items():
+            self.batchers[f"factcheck:{name}"] = Batcher(f"factcheck:{name}", lambda jobs, c=ch: run_factcheck(c, jobs),
+                                                         self.executor, **kw)
+        for name, sc in self.cite_scorers.items():
+            self.batchers[f"cite:{name}"] = Batcher(f"cite:{name}", lambda jobs, s=sc: run_cite(s, jobs),
+                                                    self.executor, **kw)
+
+    @property
+    def steerable(self) -> bool:
+        """Per-row steering and per-step streaming need the in-process engine's decoding steps."""
+        from trlm.core.engine import Engine
+
+        return isinstance(self.engine, Engine) and self.drafter is None
 
     @property
     def model_name(self) -> str:
@@ -277,36 +312,7 @@ class Service:
         return results  # type: ignore[return-value]
 
     def _generate(self, jobs: list[GenJob]) -> list[GenOutcome | Exception]:
-        eng, limit = self.engine, self.engine.max_length
-        results: list[GenOutcome | Exception | None] = [None] * len(jobs)
-        lengths: list[int] = [0] * len(jobs)
-        groups: dict[GenArgs, list[int]] = defaultdict(list)
-        for ji, job in enumerate(jobs):
-            n = [len(eng.encode_prompt(p, "forward")) for p in job.prompts]
-            too_long = [i for i, k in enumerate(n) if k + job.args.max_new_tokens > limit]
-            if too_long:
-                i = too_long[0]
-                results[ji] = PayloadTooLarge(f"prompt[{i}]: {n[i]} tokens + max_tokens {job.args.max_new_tokens} "
-                                              f"exceed the model's context window of {limit}")
-                continue
-            lengths[ji] = sum(n)
-            groups[job.args].append(ji)
-        for args, members in groups.items():  # one engine call per distinct setting (seeds are per prompt)
-            prompts = [p for ji in members for p in jobs[ji].prompts]
-            seeds = [s for ji in members for s in jobs[ji].seeds]
-            if self.drafter is None:
-                gens = eng.generate(prompts, args, direction="forward", seeds=seeds)
-            else:
-                from trlm.speculative import speculative_generate
-
-                gens, _ = speculative_generate(eng, prompts, args, self.drafter, gamma=self.config.gamma,
-                                               direction="forward", seeds=seeds)
-            i = 0
-            for ji in members:
-                k = len(jobs[ji].prompts)
-                results[ji] = GenOutcome(gens[i:i + k], lengths[ji])
-                i += k
-        return results  # type: ignore[return-value]
+        return run_generate(self.engine, jobs, self.drafter, self.config.gamma)
 
     def _guard(self, jobs: list[GuardJob]) -> list["Verdict"]:
         from trlm.guard.defense import Verdict

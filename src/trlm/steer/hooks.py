@@ -30,14 +30,52 @@ def _unit(w: torch.Tensor) -> torch.Tensor:
 
 
 class Additive(torch.nn.Module):
-    """Φ(h_t) = h_t + α · w at every position t (w unit-norm)."""
+    """Φ(h_t) = h_t + α · w at every position t (w unit-norm).
+
+    Per row, :meth:`per_row`: ``Φ(h_{b,t}) = h_{b,t} + Δ_b`` with ``Δ`` (B, d) for a forward of B rows (a zero row
+    leaves its row exactly as it was); :meth:`set_rows` replaces ``Δ`` between forwards. This is how a server
+    steers the rows of one batch differently (or not at all) in the same forward pass. ``Δ_b = α · unit(w)`` adds
+    exactly what ``Additive(w, α)`` adds.
+    """
 
     def __init__(self, w: torch.Tensor, alpha: float):
         super().__init__()
         self.register_buffer("w", _unit(w))
         self.alpha = float(alpha)
+        self.rows: torch.Tensor | None = None
+
+    @classmethod
+    def per_row(cls, delta: torch.Tensor) -> "Additive":
+        """A per-row intervention adding ``delta[b]`` (B, d) to row b."""
+        m = cls.__new__(cls)
+        torch.nn.Module.__init__(m)
+        m.w, m.alpha, m.rows = None, 0.0, None
+        m.set_rows(delta)
+        return m
+
+    @staticmethod
+    def row(w: torch.Tensor, alpha: float) -> torch.Tensor:
+        """The (d,) addition of ``Additive(w, alpha)``: one row of a per-row ``delta``."""
+        return float(alpha) * _unit(w)
+
+    def set_rows(self, delta: torch.Tensor) -> None:
+        delta = torch.as_tensor(delta, dtype=torch.float32)
+        if delta.ndim != 2 or not bool(torch.isfinite(delta).all()):
+            raise ValueError(f"per-row steering takes a finite (B, d) tensor, got shape {tuple(delta.shape)}")
+        self.rows = delta.to(self.w.device if self.w is not None else (
+            self.rows.device if self.rows is not None else delta.device))
+
+    def _apply(self, fn, recurse=True):  # .to(device) moves the per-row additions as well
+        out = super()._apply(fn, recurse)
+        if self.rows is not None:
+            self.rows = fn(self.rows)
+        return out
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.rows is not None:
+            if h.shape[0] != self.rows.shape[0]:
+                raise ValueError(f"per-row steering holds {self.rows.shape[0]} rows; the forward has {h.shape[0]}")
+            return h + self.rows[:, None, :].to(h.dtype)
         return h + (self.alpha * self.w).to(h.dtype)
 
 
