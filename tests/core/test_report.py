@@ -35,14 +35,15 @@ def test_write_results_writes_results_unchanged_and_the_machine_beside_them(tmp_
     from trlm.core import device
     from trlm.core.report import write_results
 
-    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)  # a host without native bf16, as an AVX2-only CPU
+    # a CPU-only host without native bf16 (an AVX2-only CPU) whose name is known: every field then has one right value
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_name", lambda: "Test CPU 9000 @ 1.00GHz")
+    monkeypatch.setattr(device, "resolve_device", lambda d=None: torch.device("cpu"))
     device.machine_info.cache_clear()  # read once per process; this test stubs the CPU, so read it afresh
     request.addfinalizer(device.machine_info.cache_clear)  # ...and the stubbed reading is not kept for later tests
     results = {"bm25": {"ndcg@10": 0.688}}
     write_results(tmp_path / "out", results)
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == results  # schema untouched
     machine = json.loads((tmp_path / "out" / "machine.json").read_text())
-    assert machine["threads"] == torch.get_num_threads() and machine["torch"] == torch.__version__
-    assert machine["cpu"] == device.cpu_name() and machine["cpu"]
-    if machine["device"] == "cpu":
-        assert machine["bf16"] is False and machine["bf16_why"] == "no fast bf16 on cpu"
+    assert machine == {"device": "cpu", "cpu": "Test CPU 9000 @ 1.00GHz", "threads": torch.get_num_threads(),
+                       "bf16": False, "bf16_why": "no fast bf16 on cpu", "torch": torch.__version__}

@@ -116,13 +116,49 @@ def test_monte_carlo_collisions_match_closed_forms_and_ordering():
 
 
 # ------------------------------------------------------------------------------------------- marginals
-def test_gumbel_sample_is_exactly_sample_next():
+def _explicit_gumbel_max(logits: torch.Tensor, seed: int, seq: torch.Tensor, pos: torch.Tensor,
+                         temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> tuple[list[int], int]:
+    """The Gumbel-max sample of each row written out in float64, one token at a time: top-k keeps the logits >= the
+    k-th largest; top-p then keeps tokens in decreasing probability (softmax of the kept logits) while the mass
+    before a token is below p; the sample is argmax_v (logit_v / T + G_v), G_v = -log(-log U_v), U the stream-0
+    noise at (seed, seq, pos, v). Also returns how many rows the filters changed (so the check can see them)."""
+    V = logits.shape[1]
+    if temperature == 0:
+        return [int(np.argmax(row)) for row in logits.double().numpy()], 0
+    u = hash_uniform(seed, seq, pos, torch.arange(V)).numpy()  # (B, V) float64
+    out, changed = [], 0
+    for b, row in enumerate(logits.double().numpy()):
+        keep = np.ones(V, dtype=bool)
+        if top_k:
+            keep &= row >= sorted(row, reverse=True)[top_k - 1]
+        if top_p < 1.0:
+            p = np.where(keep, np.exp(row - row[keep].max()), 0.0)
+            p /= p.sum()
+            mass, nucleus = 0.0, np.zeros(V, dtype=bool)
+            for v in sorted(range(V), key=lambda v: -p[v]):
+                if mass >= top_p:
+                    break
+                nucleus[v], mass = True, mass + p[v]
+            keep &= nucleus
+        score = row / temperature - np.log(-np.log(u[b]))
+        out.append(int(np.argmax(np.where(keep, score, -np.inf))))
+        changed += out[-1] != int(np.argmax(score))
+    return out, changed
+
+
+def test_gumbel_sample_is_the_explicit_gumbel_max_computation():
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(64, 50, generator=g)
+    logits = torch.randn(64, 50, generator=g) * 2
     seq, pos = torch.arange(64), torch.arange(64) % 7
-    for kw in ({}, {"temperature": 0.7, "top_k": 10}, {"temperature": 1.3, "top_p": 0.8}, {"temperature": 0}):
-        assert torch.equal(gumbel_sample(logits, seed=9, seq=seq, pos=pos, **kw),
-                           sample_next(logits, seed=9, seq=seq, pos=pos, **kw))
+    for kw in ({}, {"temperature": 0.7, "top_k": 10}, {"temperature": 1.3, "top_p": 0.8},
+               {"temperature": 0.9, "top_k": 20, "top_p": 0.7}, {"temperature": 0}):
+        want, changed = _explicit_gumbel_max(logits, 9, seq, pos, **kw)
+        assert gumbel_sample(logits, seed=9, seq=seq, pos=pos, **kw).tolist() == want, kw
+        assert sample_next(logits, seed=9, seq=seq, pos=pos, **kw).tolist() == want, kw  # plain decoding's sampler
+        assert changed > 0 or not (kw.get("top_k") or kw.get("top_p")), kw  # the filters decided some rows
+    other, _ = _explicit_gumbel_max(logits, 10, seq, pos)
+    assert gumbel_sample(logits, seed=10, seq=seq, pos=pos).tolist() == other != _explicit_gumbel_max(
+        logits, 9, seq, pos)[0]
 
 
 @pytest.mark.parametrize("which", ["gumbel", "wmh"])
