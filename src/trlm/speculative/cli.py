@@ -3,6 +3,7 @@
     trlm generate prompts.jsonl --out gens.jsonl --chat --n 4 --temperature 0.8 --seed 0
     trlm generate prompts.jsonl --out gens.jsonl --speculative ngram --stats
     trlm bench speculative --limit 3 --out runs/speculative
+    trlm bench generate --vllm http://127.0.0.1:8011/v1 --out runs/generate
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _G = GenArgs  # flag defaults come from the config dataclass
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("generate")(generate_cmd)
     bench.command("speculative")(bench_speculative_cmd)
+    bench.command("generate")(bench_generate_cmd)
 
 
 def generate_cmd(
@@ -114,4 +116,32 @@ def bench_speculative_cmd(
                           drafters=split_list(drafters, "--drafters"),
                           schemes=split_list(schemes, "--schemes"), gamma=gamma,
                           max_new_tokens=max_new_tokens, hf_peers=hf_peers)
+    echo_report(out)
+
+
+def bench_generate_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for results.json, report.md and generate.png."),
+    data: Optional[Path] = typer.Option(None, help="Shared data folder (default ../shared/data or $TRLM_DATA)."),
+    prompts: int = typer.Option(16, help="Prompts; the batched rows run all of them in one call."),
+    batch1_prompts: int = typer.Option(4, help="Prompts the batch-1 rows run, one call each."),
+    max_new_tokens: int = typer.Option(64, help="New tokens per output (greedy)."),
+    max_prompt_tokens: int = typer.Option(256, help="Instructions are cut to this many tokens."),
+    dtypes: str = typer.Option("bfloat16,float32", help="Comma-separated engine dtypes: bfloat16, float32."),
+    speculative: str = typer.Option("ngram", help="Comma-separated drafters for speculative rows ('' for none)."),
+    hf: bool = typer.Option(True, help="Also time Hugging Face generate on the same weights."),
+    vllm: Optional[str] = typer.Option(None, help="A vLLM server's URL (http://host:port/v1) to time beside."),
+    repeats: int = typer.Option(1, help="Times the batched rows run."),
+    profile_steps: int = typer.Option(16, help="Decode steps timed and profiled per dtype."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads (default: torch's, one per core); on a machine "
+                                          "other jobs share, 1 avoids OpenMP threads waiting on each other."),
+):
+    """Decode tokens/s of the engine (bf16, float32, speculative) vs HF generate and vLLM, and the memory limit."""
+    from trlm.speculative.bench_generate import run_generate_bench
+
+    run_generate_bench(out, data or default_data_dir(), prompts=prompts, batch1_prompts=batch1_prompts,
+                       max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                       dtypes=split_list(dtypes, "--dtypes"),
+                       speculative=split_list(speculative, "--speculative"),
+                       hf=hf, vllm=vllm, repeats=repeats, profile_steps=profile_steps,
+                       threads=threads)
     echo_report(out)
