@@ -33,13 +33,19 @@ def rerank_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output JSONL: input rows plus scores and ranking."),
     scorer: str = typer.Option("trlm-fo", help=f"One of: {', '.join(SCORERS)}."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model behind the scorer (default per scorer)."),
-    task: str = typer.Option("rerank", help="Table 7 prompt set: rerank, retrieval or citation."),
+    task: str = typer.Option("rerank", help="Table 7 prompt set: rerank (best-of-N answers), retrieval (passages; "
+                                            "what `trlm serve`'s /v1/rerank uses) or citation."),
     sp: Optional[str] = typer.Option(None, help="Override the scoring prompt SP."),
     cp: Optional[str] = typer.Option(None, help="Override the conditioning prompt CP."),
     max_response_tokens: int = typer.Option(512, help="Cut each candidate to this many tokens."),
     table: bool = typer.Option(False, help="Also print a readable table of the rankings."),
 ):
-    """Rank each query's candidates best-first; adds `scores` (per candidate) and `ranking` (indices)."""
+    """Rank each query's candidates best-first; adds `scores` (per candidate) and `ranking` (indices).
+
+    The default prompt set is --task rerank (candidates are answers to the query).
+    `trlm serve` (/v1/rerank, /v2/rerank) scores documents as passages: for its scores, use
+    --task retrieval and --max-response-tokens equal to the request's max_tokens_per_doc.
+    """
     from trlm.core.io import InputError, read_jsonl, write_jsonl
     from trlm.rerank import rerank_many
 
