@@ -7,7 +7,7 @@ in the engine's thread (a single-thread executor shared by every batcher, so eng
 the event loop stays free). ``run`` must return one result per job, computed as if each job were alone —
 batching changes only how many jobs share an engine call. A job whose caller went away (client disconnect,
 timeout) before the worker reached it is dropped, never computed. The number of jobs waiting is bounded
-(``max_queue``): beyond it :class:`QueueFull` is raised at once, and the route answers 503 with Retry-After.
+(``max_queue``): beyond it :class:`QueueFull` is raised at once, and the route answers 429 with Retry-After.
 
     >>> b = Batcher("demo", lambda jobs: [j * 2 for j in jobs], executor, max_wait_ms=5)
     >>> await asyncio.gather(b.submit(1), b.submit(2))      # one run([1, 2]) call

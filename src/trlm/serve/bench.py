@@ -298,13 +298,17 @@ def _generation_rows(url: str, headers: dict, bodies: list[dict], steer, n: int,
     """Streaming time to first token, the steered / unsteered mix, factcheck requests/s (module docstring)."""
     from trlm.serve.bench_gen import chat_bodies, factcheck_rate, steer_mix, ttft
 
+    import httpx
+
     queries = list(dict.fromkeys(b["query"] for b in bodies))
     chats = chat_bodies(queries, n, max_tokens)
+    checks = [{"document": bodies[i % len(bodies)]["documents"][0], "claims": [bodies[i % len(bodies)]["query"]]}
+              for i in range(factchecks)]
+    for path, body in (("/v1/chat/completions", chats[0]), ("/v1/factcheck", checks[0])):  # warm-up, not timed
+        httpx.post(url + path, json=body, headers=headers, timeout=600)
     out = {"streaming": ttft(url, headers, chats, clients)}
     if steer is not None:
         out["steering"] = steer_mix(url, headers, chats, clients, steer)
-    checks = [{"document": bodies[i % len(bodies)]["documents"][0], "claims": [bodies[i % len(bodies)]["query"]]}
-              for i in range(factchecks)]
     out["factcheck"] = factcheck_rate(url, headers, checks, clients)
     return out
 

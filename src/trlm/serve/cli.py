@@ -133,8 +133,7 @@ def bench_serve_cmd(
     gen_clients: int = typer.Option(4, help="Concurrent clients of the generation and factcheck rows."),
     factcheck_requests: int = typer.Option(40, help="/v1/factcheck requests."),
 ):
-    """Documents/s and p50/p95/p99 latency with dynamic batching on vs off, a soak of valid and bad requests, then
-    streaming time to first token, a steered / unsteered chat mix and factcheck requests/s."""
+    """Rerank documents/s and latency, batching on vs off; a soak; streamed TTFT; a steered chat mix; factcheck/s."""
     from trlm.core.io import default_data_dir
     from trlm.serve.bench import run_serve_bench
 
