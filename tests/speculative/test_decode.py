@@ -50,6 +50,94 @@ def test_disd_output_equals_plain_sampling_for_every_drafter(smol, tiny_forward_
     assert _ids(out) == _ids(plain)
 
 
+def _assert_same(out, plain, what):
+    """Token ids, text, finish reason and log-prob of every sample equal plain generation's."""
+    assert _ids(out) == _ids(plain), what
+    assert _texts(out) == _texts(plain), what
+    assert [[g.finish_reason for g in gs] for gs in out] == [[g.finish_reason for g in gs] for gs in plain], what
+    for gs, ps in zip(out, plain):
+        assert [g.logprob for g in gs] == pytest.approx([g.logprob for g in ps], abs=1e-3), what
+
+
+# top-k alone and with top-p, stop strings under sampling, greedy with a stop string; n = 2 where sampled
+SETTINGS = {
+    "top_k": GenArgs(max_new_tokens=14, temperature=0.8, top_k=20, n=2, seed=5),
+    "top_k_top_p_hot": GenArgs(max_new_tokens=14, temperature=1.3, top_k=50, top_p=0.9, seed=6),
+    "stop_sampled": GenArgs(max_new_tokens=14, temperature=0.8, stop=(",", "."), seed=7),
+    "stop_greedy": GenArgs(max_new_tokens=14, temperature=0.0, stop=(" the",)),
+}
+
+
+@pytest.fixture(scope="module")
+def ragged_prompts(smol, prompts):
+    """Rows of very different lengths in one batch: a ~90-token copy task, a 2-token plain prompt and a short chat
+    turn."""
+    return [prompts[0], "Hi", smol.chat_prompt("Say OK.")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_speculation_equals_plain_generation_under_every_sampler_setting(smol, tiny_forward_dir, ragged_prompts,
+                                                                         setting):
+    """For the n-gram drafter, a weak random model, the target's first 4 layers and the target itself (adaptive
+    draft length for one of them): ids, text, finish reason and log-prob of every row equal Engine.generate's."""
+    args = SETTINGS[setting]
+    plain = smol.generate(ragged_prompts, args)
+    if args.stop:  # some rows end at a stop string, others run on
+        assert {"stop", "length"} <= {g.finish_reason for gs in plain for g in gs}
+    weak = Engine.load(str(tiny_forward_dir), dtype="float32")
+    for drafter, adaptive in (("ngram", True), (ModelDrafter(weak, smol, "forward"), False),
+                              (ModelDrafter(early_exit(smol, 4), smol, "forward"), False),
+                              (ModelDrafter(smol, smol, "forward"), False)):
+        out, stats = speculative_generate(smol, ragged_prompts, args, drafter, gamma=3, adaptive=adaptive)
+        _assert_same(out, plain, f"{setting} / {stats.drafter}")
+        assert sum(stats.proposed) > 0, stats.drafter
+
+
+class _Recording(ModelDrafter):
+    """A model drafter that keeps every draft it proposes."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.drafts: list[list[int]] = []
+
+    def propose(self, history, gammas, args, seed, sample, step):
+        drafts, qs = super().propose(history, gammas, args, seed, sample, step)
+        self.drafts += drafts
+        return drafts, qs
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_eos_inside_an_accepted_draft_ends_the_row_like_plain(smol, temperature):
+    """The target drafting for itself proposes EOS in the middle of a 4-token draft (the drafts after it are
+    nonsense past the end); the row ends at that EOS with plain generation's ids, text, log-prob and reason."""
+    prompts = [smol.chat_prompt("Say OK."), smol.chat_prompt("Reply with one word: yes or no?")]
+    args = GenArgs(max_new_tokens=24, temperature=temperature, n=2, seed=3)
+    plain = smol.generate(prompts, args)
+    assert {g.finish_reason for gs in plain for g in gs} == {"eos"}
+    drafter = _Recording(smol, smol, "forward")
+    out, stats = speculative_generate(smol, prompts, args, drafter, gamma=4, adaptive=False)
+    _assert_same(out, plain, f"T={temperature}")
+    eos = set(smol.eos_ids)
+    assert any(t in eos for d in drafter.drafts for t in d[:-1])  # an EOS that was not a draft's last token
+    assert stats.acceptance == 1.0
+
+
+def test_two_reverse_prompts_of_different_lengths_equal_plain_reverse_generation(ba_smol, tiny_reverse_dir):
+    """trlm-ba-smol with two prompts (one 3x longer), n = 2, top-k sampling and a stop string: ids (reading
+    order), text, finish reason and log-prob equal plain reverse generation for the n-gram drafter, a random reverse
+    model and the target itself."""
+    prompts = ["? Answer: Paris is the capital and largest city of France, on the river Seine. It has been the "
+               "seat of government since the tenth century and is home to the Louvre.",
+               "? Answer: Eight legs."]
+    args = GenArgs(max_new_tokens=12, temperature=0.9, top_k=40, n=2, seed=4, stop=("Question",))
+    plain = ba_smol.generate(prompts, args)
+    weak = Engine.load(str(tiny_reverse_dir), dtype="float32")
+    for drafter in ("ngram", ModelDrafter(weak, ba_smol, "reverse"), ModelDrafter(ba_smol, ba_smol, "reverse")):
+        out, stats = speculative_generate(ba_smol, prompts, args, drafter, gamma=3, adaptive=False)
+        _assert_same(out, plain, stats.drafter)
+
+
 def test_wmh_scheme_equals_plain_wmh_sampling(smol, prompts):
     """scheme=wmh: the output equals plain generation with the Weighted-MinHash sampler (and differs from Gumbel)."""
     args = GenArgs(max_new_tokens=20, temperature=1.0, seed=4, sampler="wmh")
@@ -83,15 +171,36 @@ def test_stop_strings_eos_and_length_finish_like_plain(smol):
     assert [g.logprob for gs in out for g in gs] == pytest.approx([g.logprob for gs in plain for g in gs], abs=1e-3)
 
 
+def _hand_logprob(eng: Engine, prompt: str, ids: list[int]) -> float:
+    """Sum of the target's log-probs of ``ids`` after ``prompt``, from one plain forward pass."""
+    seq = eng.encode_prompt(prompt) + list(ids)
+    with torch.no_grad():
+        logp = eng.model(input_ids=torch.tensor([seq])).logits[0].float().log_softmax(-1)
+    return sum(float(logp[k - 1, seq[k]]) for k in range(len(seq) - len(ids), len(seq)))
+
+
 def test_leviathan_baseline(smol, prompts):
-    """The ratio test: greedy equals plain greedy; sampled, it accepts every draft of a drafter equal to the target
-    and stays a valid generation (its text may differ from plain seeded sampling: it is not drafter-invariant)."""
+    """The ratio test: greedy equals plain greedy; sampled with the target as its own drafter (q = p), it accepts
+    every draft, returns max_new_tokens tokens whose log-prob is the target's own (a forward pass over them), is
+    reproducible for a seed, and changes with the seed (its text may differ from plain seeded sampling: it is not
+    drafter-invariant)."""
     greedy = GenArgs(max_new_tokens=16, temperature=0.0)
     out, _ = speculative_generate(smol, prompts, greedy, "ngram", scheme="leviathan")
     assert _ids(out) == _ids(smol.generate(prompts, greedy))
-    out, st = speculative_generate(smol, prompts[:1], GenArgs(max_new_tokens=16, temperature=0.8, seed=1),
-                                   "smollm2-135m-instruct", scheme="leviathan", gamma=3, adaptive=False)
-    assert st.acceptance == 1.0 and len(out[0][0].token_ids) > 0
+    args = GenArgs(max_new_tokens=16, temperature=0.8, seed=1)
+    self_drafter = ModelDrafter(smol, smol, "forward")
+    out, st = speculative_generate(smol, prompts[1:], args, self_drafter, scheme="leviathan", gamma=3,
+                                   adaptive=False)
+    g = out[0][0]
+    assert st.acceptance == 1.0 and sum(st.proposed) >= 3
+    assert g.finish_reason in ("length", "eos") and (len(g.token_ids) == 16) == (g.finish_reason == "length")
+    assert g.text == smol.decode(g.token_ids) and len(g.token_ids) >= 4
+    assert g.logprob == pytest.approx(_hand_logprob(smol, prompts[1], list(g.token_ids)), abs=1e-3)
+    again, _ = speculative_generate(smol, prompts[1:], args, self_drafter, scheme="leviathan", gamma=3,
+                                    adaptive=False)
+    other, _ = speculative_generate(smol, prompts[1:], GenArgs(max_new_tokens=16, temperature=0.8, seed=2),
+                                    self_drafter, scheme="leviathan", gamma=3, adaptive=False)
+    assert _ids(again) == _ids(out) and _ids(other) != _ids(out)
 
 
 def test_statistics_are_consistent(smol, prompts):
@@ -157,7 +266,7 @@ def test_keep_tail_masks_per_row_and_crops_common_tail(smol):
     torch.testing.assert_close(nxt[1], ref1, atol=1e-4, rtol=1e-4)
 
 
-def test_cli_speculative_matches_plain_and_prints_stats(tmp_path):
+def test_cli_speculative_matches_plain_and_prints_stats(tmp_path, one_line_error):
     from typer.testing import CliRunner
 
     from trlm.cli import app
@@ -174,7 +283,7 @@ def test_cli_speculative_matches_plain_and_prints_stats(tmp_path):
     assert outs[0] == outs[1]
     assert "tokens per target call" in res.output and "acceptance" in res.output
     bad = runner.invoke(app, ["generate", str(src), "--out", str(tmp_path / "x.jsonl"), "--stats"])
-    assert bad.exit_code == 2 and "--speculative" in bad.stderr
+    assert "--speculative" in one_line_error(bad)
 
 
 def test_draft_length_follows_the_cost_model():
