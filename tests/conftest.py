@@ -1,6 +1,7 @@
 """Shared fixtures: the embedded default model (fp32, loaded once per session), the shipped reverse model, the URLs
 of real vLLM servers (tests marked ``vllm``), a tiny random reverse-order model, a local OpenAI-compatible stub
-server for chat clients and judges, and the check of the CLI's user-error contract (``one_line_error``)."""
+server for chat clients and judges, and the check of the CLI's user-error contract (``one_line_error``). An
+exception raised in a thread that a test starts fails the test."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ import pytest
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config):
+    """An exception raised inside a thread that a test started fails that test (pytest itself only warns)."""
+    config.addinivalue_line("filterwarnings", "error::pytest.PytestUnhandledThreadExceptionWarning")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -42,66 +42,67 @@ def test_score_command_on_embedded_model(tmp_path, smol):
         assert r["logprob"] == pytest.approx(w.logprob, abs=1e-3) and r["num_tokens"] == w.num_tokens
 
 
-def test_score_command_on_reverse_checkpoint(tmp_path, tiny_reverse_dir):
-    src = _write(tmp_path / "pairs.jsonl", PAIRS[:2])
+def test_score_command_on_reverse_checkpoint(tmp_path, tiny_reverse_dir, one_line_error):
+    """The CLI's reverse scores are the reverse engine's (log P(rev(continuation) | rev(context)), per-token values
+    in reading order), and a forward direction on a reverse model is a one-line error."""
+    from trlm.core.engine import Engine, Request
+
+    src = _write(tmp_path / "pairs.jsonl", PAIRS[:3])
     out = tmp_path / "out.jsonl"
     res = runner.invoke(app, ["score", str(src), "--out", str(out), "--model", str(tiny_reverse_dir),
                               "--dtype", "float32", "--tokens"])
     assert res.exit_code == 0, res.output
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert all(len(r["token_logprobs"]) == r["num_tokens"] for r in rows)
+    eng = Engine.load(str(tiny_reverse_dir), dtype="float32")
+    want = eng.loglikelihood([Request(p["context"], p["continuation"]) for p in PAIRS[:3]], return_tokens=True)
+    for r, w in zip(rows, want):
+        assert r["num_tokens"] == w.num_tokens == len(r["token_logprobs"])
+        assert r["logprob"] == pytest.approx(w.logprob, abs=1e-4)
+        assert r["token_logprobs"] == pytest.approx(list(w.token_logprobs), abs=1e-4)
+    assert rows[0]["logprob"] != pytest.approx(rows[1]["logprob"], abs=1e-3)  # the values depend on the text
     res = runner.invoke(app, ["score", str(src), "--out", str(out), "--model", str(tiny_reverse_dir),
                               "--direction", "forward"])
-    assert res.exit_code == 2 and "token order 'reverse'" in res.stderr
+    assert "token order 'reverse'" in one_line_error(res)
 
 
-def _one_line_error(res) -> str:
-    """The user-error contract: exit status 2 and exactly one stderr line `trlm: error: ...`, no traceback."""
-    assert res.exit_code == 2, res.output
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("trlm: error: "), res.stderr
-    return lines[0]
-
-
-def test_malformed_jsonl_names_the_line_and_writes_nothing(tmp_path):
+def test_malformed_jsonl_names_the_line_and_writes_nothing(tmp_path, one_line_error):
     src = tmp_path / "bad.jsonl"
     src.write_text(json.dumps(PAIRS[0]) + "\n" + '{"context": "x", "continuation": \n')
     out = tmp_path / "out.jsonl"
     res = runner.invoke(app, ["score", str(src), "--out", str(out)])
-    assert f"{src}:2: not valid JSON" in _one_line_error(res)
+    assert f"{src}:2: not valid JSON" in one_line_error(res)
     assert not out.exists()
     src.write_text(json.dumps({"context": "x"}) + "\n")
     res = runner.invoke(app, ["score", str(src), "--out", str(out)])
-    assert "bad.jsonl:1: missing field 'continuation'" in _one_line_error(res)
+    assert "bad.jsonl:1: missing field 'continuation'" in one_line_error(res)
     assert not out.exists()
 
 
-def test_empty_continuation_writes_no_partial_output(tmp_path):
+def test_empty_continuation_writes_no_partial_output(tmp_path, one_line_error):
     src = _write(tmp_path / "pairs.jsonl", [PAIRS[0], {"context": "x", "continuation": ""}])
     out = tmp_path / "out.jsonl"
     res = runner.invoke(app, ["score", str(src), "--out", str(out), "--dtype", "float32"])
-    assert "request 1: continuation is empty" in _one_line_error(res)
+    assert "request 1: continuation is empty" in one_line_error(res)
     assert not out.exists() and not list(tmp_path.glob(".out.jsonl*"))
 
 
-def test_user_errors_are_one_line_and_verbose_shows_the_traceback(tmp_path):
+def test_user_errors_are_one_line_and_verbose_shows_the_traceback(tmp_path, one_line_error):
     src = _write(tmp_path / "pairs.jsonl", PAIRS[:1])
     res = runner.invoke(app, ["score", str(src), "--out", str(tmp_path / "o.jsonl"), "--model", "no-such-model"])
-    assert "unknown model 'no-such-model'" in _one_line_error(res)
+    assert "unknown model 'no-such-model'" in one_line_error(res)
     res = runner.invoke(app, ["score", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.jsonl")])
-    assert "missing.jsonl: no such file" in _one_line_error(res)
+    assert "missing.jsonl: no such file" in one_line_error(res)
     prompts = _write(tmp_path / "prompts.jsonl", [{"prompt": "Hi"}])
     res = runner.invoke(app, ["generate", str(prompts), "--out", str(tmp_path / "g.jsonl"), "--temperature", "-1"])
-    assert "temperature must be >= 0" in _one_line_error(res)
+    assert "temperature must be >= 0" in one_line_error(res)
     res = runner.invoke(app, ["--verbose", "score", str(tmp_path / "missing.jsonl"), "--out", "o.jsonl"])
     assert res.exit_code == 1 and "no such file" in str(res.exception)  # the exception itself, for debugging
 
 
-def test_the_installed_command_reports_user_errors_in_one_line(tmp_path):
+def test_the_installed_command_reports_user_errors_in_one_line(tmp_path, one_line_error):
     proc = subprocess.run([sys.executable, "-m", "trlm.cli", "score", str(tmp_path / "nope.jsonl"), "--out", "x"],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"trlm: error: {tmp_path / 'nope.jsonl'}: no such file"
-    assert "Traceback" not in proc.stderr
+    assert one_line_error(proc) == f"trlm: error: {tmp_path / 'nope.jsonl'}: no such file"
 
 
 def test_cli_reference_in_docs_is_current():

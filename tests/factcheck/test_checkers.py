@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from trlm.factcheck.checkers import QUESTION, TEMPLATE, PMIChecker, YesNoChecker, fit_calibration
 
@@ -26,7 +27,19 @@ def test_yes_no_checker_reads_a_probability_per_chunk(smol):
     checker.chunk_words = 12  # three chunks
     (check,) = checker.score([DOC], [SUPPORTED])
     assert len(check.chunk_probs) == len(checker.chunks(DOC)) == 3
-    assert all(0.0 < p < 1.0 for p in check.chunk_probs) and check.prob == max(check.chunk_probs)
+    assert check.prob == max(check.chunk_probs)
+    # P(Yes) / (P(Yes) + P(No)) computed here: one forward pass over the tokenised prompt, the next-token
+    # distribution at its end read at " Yes" and " No" (one token each)
+    tok = smol.tokenizer
+    yes, no = (tok(w, add_special_tokens=False)["input_ids"] for w in (" Yes", " No"))
+    assert len(yes) == len(no) == 1
+    for chunk, got in zip(checker.chunks(DOC), check.chunk_probs):
+        ids = tok(checker.prompt(chunk, SUPPORTED), add_special_tokens=False)["input_ids"]
+        ids = ids if ids[0] == smol.start_id else [smol.start_id, *ids]
+        with torch.no_grad():
+            p = smol.model(input_ids=torch.tensor([ids])).logits[0, -1].double().softmax(-1)
+        assert got == pytest.approx(float(p[yes[0]] / (p[yes[0]] + p[no[0]])), abs=1e-4)
+    assert len({round(p, 4) for p in check.chunk_probs}) == 3  # each chunk read on its own
     # the prompt ends inside the assistant turn, right before the answer word
     assert checker.prompt("D", "C").endswith("I think the answer is")
 

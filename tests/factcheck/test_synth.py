@@ -85,11 +85,23 @@ def test_clean_claim_and_overlap():
 
 @pytest.mark.slow
 def test_offline_synth_with_the_embedded_model_writes_valid_pairs(smol):
+    """Single-hop chains, the embedded model writing each claim (greedy): every document is kept or counted with a
+    reason, at least one is kept (the Curie one, at the time of writing), and each kept one is a positive and a
+    negative that share the claim, the negative lacking exactly the sentence of the removed relation, whose two ends
+    the claim names."""
     from trlm.core.llm import EngineClient
 
-    docs = [DOC, "The Eiffel Tower stands in Paris. Gustave Eiffel designed the tower for the 1889 World's Fair. "
-                 "The fair took place in Paris. Eiffel later studied aerodynamics in Paris."]
-    res = synthesize(docs, EngineClient(smol), SynthArgs(hops=(2,)))
-    assert sum(res.stats.values()) == len(docs)
-    for pos, neg in zip(res.rows[::2], res.rows[1::2]):
-        assert pos["text_b"] == neg["text_b"] and len(neg["text_a"]) < len(pos["text_a"])
+    docs = ["Isaac Newton was born in Woolsthorpe. Newton studied at Cambridge. Cambridge is in England. Newton "
+            "later lived in London.", DOC]
+    res = synthesize(docs, EngineClient(smol), SynthArgs(hops=(1,)))
+    assert sum(res.stats.values()) == len(docs) and res.stats["kept"] >= 1
+    assert len(res.rows) == len(res.meta) == 2 * res.stats["kept"]
+    for pos, neg, meta in zip(res.rows[::2], res.rows[1::2], res.meta[1::2]):
+        assert (pos["orig_label"], neg["orig_label"]) == (1, 0) and pos["text_b"] == neg["text_b"]
+        assert meta["negative"] == "deleted-sentence" and meta["mode"] == "offline"
+        head, tail, _ = meta["removed"]
+        claim = pos["text_b"][0]
+        assert head.lower() in claim.lower() and tail.lower() in claim.lower()
+        gone = [s for s in pos["text_a"].split(". ") if s not in neg["text_a"]]
+        assert len(gone) == 1 and head in gone[0] and tail in gone[0]  # one sentence, the removed relation's
+        assert len(neg["text_a"]) < len(pos["text_a"])

@@ -175,8 +175,19 @@ def test_defense_end_to_end_with_embedded_model(engine):
     # the real filter passes this query; the generated queries are counted and the rule applied
     real = TRLMDefense(make_filter("minilm-lr"), "trlm-fo", args, engine=engine)
     v = real([q], [a])[0]
-    assert len(v.queries) == 3 and 0 <= v.n_flagged <= 3
+    # the queries are the engine's seeded samples from "{A} is the answer to question:", cleaned; the count is the
+    # filter's own verdicts on them
+    from trlm.core.engine import GenArgs
+    from trlm.guard.defense import DEFENSE_PROMPTS, clean_query
+
+    prompt = engine.truncate(a, 32) + DEFENSE_PROMPTS["trlm-fo"]
+    gens = engine.generate([prompt], GenArgs(max_new_tokens=5, temperature=0.8, n=3, seed=1))[0]
+    assert v.queries == tuple(clean_query(g.text, "trlm-fo") for g in gens)
+    assert v.n_flagged == sum(real.filter.flag(list(v.queries)))
     assert v.rejected == (v.n_flagged > 1) and v.stage == ("trlm" if v.rejected else "passed")
+    other = TRLMDefense(real.filter, "trlm-fo", DefenseArgs(n=3, tau=1, temperature=0.8, max_new_tokens=5, seed=2,
+                                                           max_response_tokens=32), engine=engine)([q], [a])[0]
+    assert other.queries != v.queries  # the seed reaches the generation
 
 
 def test_defense_counts_flags_of_generated_queries(engine):
@@ -220,3 +231,5 @@ def test_bench_subset_is_seeded_and_nested():
     small, large = _take(items, 10, 0), _take(items, 30, 0)
     assert len(small) == 10 and set(small) <= set(large) and small == sorted(small)
     assert _take(items, None, 0) == items
+    assert small != items[:10] and _take(items, 10, 0) == small  # a random subset, the same for the same seed
+    assert _take(items, 10, 1) != small and _take(items, 30, 1) != large  # another seed, another subset
