@@ -115,17 +115,15 @@ def test_bench_retrieve_writes_fusion_the_cli_recomputes_it_and_a_run_without_sc
     assert not any((tmp_path / "out" / f"fusion.{ext}").exists() for ext in ("json", "md", "png"))
 
 
-def test_retrieve_fusion_without_a_run_is_a_one_line_error_and_a_malformed_run_names_its_row(tmp_path):
+def test_retrieve_fusion_without_a_run_is_a_one_line_error_and_a_malformed_run_names_its_row(tmp_path, one_line_error):
     from typer.testing import CliRunner
 
     from trlm.cli import app
     from trlm.retrieve.fusion import write_fusion
 
     bad = CliRunner().invoke(app, ["bench", "retrieve-fusion", str(tmp_path)])
-    assert bad.exit_code == 2
-    assert bad.stderr.strip().splitlines() == [
-        f"trlm: error: {tmp_path}/throughput.json: no such file; RUN must be the --out folder of a finished "
-        "`trlm bench retrieve` run"]
+    assert one_line_error(bad) == (f"trlm: error: {tmp_path}/throughput.json: no such file; RUN must be the --out "
+                                   "folder of a finished `trlm bench retrieve` run")
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "bm25.jsonl").write_text(json.dumps({"qid": "q1", "ranking": [["a", 1.0]]}) + "\n")
     with pytest.raises(InputError, match="no re-ranked runs"):

@@ -39,7 +39,7 @@ def test_activations_drop_the_chat_prefix_and_equal_the_models_hidden_states(smo
         collect(smol, ex, [30])
 
 
-def test_steer_cli_errors_are_one_line(tmp_path):
+def test_steer_cli_errors_are_one_line(tmp_path, one_line_error):
     from typer.testing import CliRunner
 
     from trlm.cli import app
@@ -50,4 +50,4 @@ def test_steer_cli_errors_are_one_line(tmp_path):
                        "metadata.jsonl"),
                       (["bench", "steer", "--out", str(tmp_path), "--layers", "a"], "--layers")):
         r = CliRunner().invoke(app, argv)
-        assert r.exit_code == 2 and r.output.startswith("trlm: error:") and msg in r.output, r.output
+        assert msg in one_line_error(r)
