@@ -109,3 +109,17 @@ def test_text_delta_holds_back_a_possible_stop_and_a_partial_character():
     chat = TextDelta(strip=True)
     pieces = [chat.update(t, False) for t in ("  ", "  Hi", "  Hi  ", "  Hi  there ")]
     assert pieces == ["", "Hi", "", "  there"] and chat.update("  Hi  there \n", True) == ""
+
+
+def test_a_stream_whose_job_ends_with_its_first_piece_still_streams(smol):
+    """With --speculative each choice arrives in one piece, at the very end of its job (the piece and the job's
+    result land together)."""
+    app = create_app(service=make_service(smol, speculative="ngram"))
+    body = {"prompt": "One, two, three, one, two,", "max_tokens": 6, "temperature": 0, "n": 2}
+    plain = call(app, "POST", "/v1/completions", json=body).json()
+    chunks, done = events(call(app, "POST", "/v1/completions", json={**body, "stream": True}))
+    texts = {}
+    for c in chunks:
+        for ch in c["choices"]:
+            texts[ch["index"]] = texts.get(ch["index"], "") + ch["text"]
+    assert done and texts == {c["index"]: c["text"] for c in plain["choices"]}

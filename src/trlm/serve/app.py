@@ -255,9 +255,9 @@ def create_app(config: ServeConfig = ServeConfig(), service: Service | None = No
                 waiting = {task} if started is None else {task, started}
                 done, _ = await asyncio.wait(waiting, timeout=min(0.1, max(0.0, deadline - loop.time())),
                                              return_when=asyncio.FIRST_COMPLETED)
-                if task in done:
+                if task in done and (started is None or task.exception() is not None):
                     return task.result()
-                if done:
+                if done:  # a stream's first piece (or the whole job, if it was that quick): the stream goes on
                     return task
                 if await request.is_disconnected():
                     cancel()
