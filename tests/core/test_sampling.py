@@ -46,3 +46,37 @@ def test_temperature_zero_is_greedy_and_filters_apply():
     assert torch.isfinite(f[0, 1]) and torch.isinf(f[0, [0, 2, 3]]).all()
     for s in range(50):
         assert int(sample_next(logits, seed=s, seq=one, pos=one, top_k=2)) in (1, 2)
+
+
+def _fmix64_int(x: int) -> int:
+    """MurmurHash3's fmix64 on Python ints (unsigned 64-bit): the textbook version the tensor code must equal."""
+    m = (1 << 64) - 1
+    x &= m
+    x ^= x >> 33
+    x = (x * 0xFF51AFD7ED558CCD) & m
+    x ^= x >> 33
+    x = (x * 0xC4CEB9FE1A85EC53) & m
+    return x ^ (x >> 33)
+
+
+def test_noise_is_the_textbook_hash_bit_for_bit():
+    """hash_uniform (in-place int64 arithmetic) equals fmix64 on Python ints for every key, stream 0 and 2, and
+    gumbel_noise equals -log(-log u) computed out of place: the sampler's noise did not change by a bit."""
+    from trlm.core.sampling import counter_uniform, gumbel_noise, hash_uniform
+
+    m = (1 << 64) - 1
+    seeds, seq, pos = torch.tensor([0, 7, -3]), torch.tensor([0, 1, 5]), torch.tensor([0, 63, 100000])
+    index = torch.tensor([0, 1, 2, 49151, 123456789])
+    for stream in (0, 2):
+        got = hash_uniform(seeds, seq, pos, index, stream=stream)
+        for b in range(3):
+            base = _fmix64_int(int(seeds[b]) * 0x9E3779B97F4A7C15 + 1)
+            if stream:
+                base += _fmix64_int(stream * 0xA24BAED4963EE407 + 4) * 7
+            for k, v in enumerate(index.tolist()):
+                key = (base + _fmix64_int(int(seq[b]) * 0xBF58476D1CE4E5B9 + 2) * 3
+                       + _fmix64_int(int(pos[b]) * 0x94D049BB133111EB + 3) * 5 + v * 0xD6E8FEB86659FD93) & m
+                bits = _fmix64_int(_fmix64_int(key)) >> 11
+                assert float(got[b, k]) == (float(bits) + 0.5) / float(1 << 53), (stream, b, k)
+    u = counter_uniform(seeds, seq, pos, 49152)
+    assert torch.equal(gumbel_noise(seeds, seq, pos, 49152), (-torch.log(-torch.log(u))).to(torch.float32))

@@ -43,7 +43,7 @@ def test_bench_generate_writes_rows_limits_and_profile(tmp_path, data):
         assert rows["hf/float32"]["identical_share"] == 1.0  # HF greedy on the same float32 weights
     p = r["profile"]["float32"]
     assert p["linears"] == 211 and 0 < p["linear_ms"] and p["rest_ms"] == pytest.approx(p["step_ms"] - p["linear_ms"])
-    assert any(o["op"] == "aten::mm" for o in p["top_ops"])
+    assert any(o["op"] == "aten::mm" for o in p["top_ops"]) and p["sample_ms"] > 0
     report = (out / "report.md").read_text()
     assert "| 1 | engine/float32 |" in report and "aten::mm" in report and (out / "generate.png").stat().st_size
     assert "engine/float32" in res.output

@@ -34,16 +34,21 @@ _M1, _M2 = _as_i64(0xFF51AFD7ED558CCD), _as_i64(0xC4CEB9FE1A85EC53)
 
 def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
     """Logical right shift on int64 (torch's >> is arithmetic)."""
-    return (x >> k) & ((1 << (64 - k)) - 1)
+    return (x >> k).bitwise_and_((1 << (64 - k)) - 1)
 
 
 def _fmix64(x: torch.Tensor) -> torch.Tensor:
     """MurmurHash3's 64-bit finaliser: a bijection with full avalanche (int64 wrap-around multiply)."""
-    x = x ^ _shr(x, 33)
-    x = x * _M1
-    x = x ^ _shr(x, 33)
-    x = x * _M2
-    return x ^ _shr(x, 33)
+    return _fmix64_(x.clone())
+
+
+def _fmix64_(x: torch.Tensor) -> torch.Tensor:
+    """:func:`_fmix64` in place (integer arithmetic is exact: the same bits with fewer (B, V) temporaries)."""
+    x.bitwise_xor_(_shr(x, 33))
+    x.mul_(_M1)
+    x.bitwise_xor_(_shr(x, 33))
+    x.mul_(_M2)
+    return x.bitwise_xor_(_shr(x, 33))
 
 
 def hash_uniform(seed: int | torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, index: torch.Tensor,
@@ -64,8 +69,8 @@ def hash_uniform(seed: int | torch.Tensor, seq: torch.Tensor, pos: torch.Tensor,
            + _fmix64(seq.to(torch.int64) * _C_SEQ + 2)[:, None] * 3
            + _fmix64(pos.to(torch.int64) * _C_POS + 3)[:, None] * 5
            + index.to(device=device, dtype=torch.int64)[None, :] * _C_TOK)  # (B, K)
-    bits = _shr(_fmix64(_fmix64(key)), 11)  # 53 random bits, non-negative
-    return (bits.to(torch.float64) + 0.5) / float(1 << 53)  # strictly inside (0, 1)
+    bits = _shr(_fmix64_(_fmix64_(key)), 11)  # 53 random bits, non-negative
+    return bits.to(torch.float64).add_(0.5).div_(float(1 << 53))  # strictly inside (0, 1)
 
 
 def counter_uniform(seed: int | torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -74,9 +79,16 @@ def counter_uniform(seed: int | torch.Tensor, seq: torch.Tensor, pos: torch.Tens
 
 
 def gumbel_noise(seed: int | torch.Tensor, seq: torch.Tensor, pos: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Standard Gumbel noise, (B, V) float32, from :func:`counter_uniform`."""
-    u = counter_uniform(seed, seq, pos, vocab_size)
-    return (-torch.log(-torch.log(u))).to(torch.float32)
+    """Standard Gumbel noise, (B, V) float32, from :func:`counter_uniform`. On a CPU row by row, so that a row's
+    int64 keys stay in cache (the same values: every element is computed on its own)."""
+    if seq.device.type != "cpu" or len(seq) == 1:
+        return counter_uniform(seed, seq, pos, vocab_size).log_().neg_().log_().neg_().to(torch.float32)
+    seed = torch.as_tensor(seed, dtype=torch.int64)
+    out = torch.empty(len(seq), vocab_size, dtype=torch.float32)
+    for b in range(len(seq)):
+        u = counter_uniform(seed if seed.dim() == 0 else seed[b:b + 1], seq[b:b + 1], pos[b:b + 1], vocab_size)
+        out[b] = u.log_().neg_().log_().neg_()[0]  # -log(-log u), in place; float64 -> float32 on the copy
+    return out
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

@@ -80,7 +80,8 @@ def hf_generate(eng, prompts: Sequence[str], max_new_tokens: int) -> list[list[i
 
 @torch.inference_mode()
 def profile_step(eng, prompt: str, steps: int, top: int = 8) -> dict:
-    """One decode step of ``eng`` at batch 1 after ``prompt``: wall ms, its linear layers' ms, top operators."""
+    """One decode step of ``eng`` at batch 1 after ``prompt``: wall ms, its linear layers' ms, top operators; and
+    the sampler's ms at temperature 0.8 (greedy needs only an argmax)."""
     from torch.profiler import ProfilerActivity, profile
 
     state, logits = eng.prefill([eng.encode_prompt(prompt)])
@@ -100,12 +101,20 @@ def profile_step(eng, prompt: str, steps: int, top: int = 8) -> dict:
         for m, x in zip(lins, xs):
             m(x)
     linear_ms = (time.perf_counter() - t0) / steps * 1e3
+    one = torch.zeros(1, dtype=torch.long)  # the sampler at temperature 0.8: keyed noise over the vocabulary
+    hot = GenArgs(temperature=0.8)
+    eng.sample(logits, hot, one, one, one)
+    t0 = time.perf_counter()
+    for k in range(steps):
+        eng.sample(logits, hot, one, one, one + k)
+    sample_ms = (time.perf_counter() - t0) / steps * 1e3
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             eng.decode_step(state, tok)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops)
     return {"step_ms": step_ms, "linear_ms": linear_ms, "rest_ms": step_ms - linear_ms, "linears": len(lins),
+            "sample_ms": sample_ms,
             "top_ops": [{"op": e.key, "calls_per_step": e.count / steps, "self_ms_per_step":
                          e.self_cpu_time_total / 1e3 / steps, "share": e.self_cpu_time_total / total}
                         for e in ops[:top]]}
@@ -242,11 +251,11 @@ def _report(r: dict) -> str:
             lines.append(f"| {b.split('_')[1]} | {m} | {x['tokens_per_s']:.1f} | {x['limit_tokens_per_s']:.0f} | "
                          f"{x['share_of_limit']:.2f} | {fmt(x['identical_share'], 2)} |")
     lines += ["", "## Where a decode step's time goes (batch 1)", "",
-              "| dtype | step ms | linear layers ms (weights) | rest ms (attention, norms, rotary, cache, Python) |",
-              "|---|---:|---:|---:|"]
+              "| dtype | step ms | linear layers ms (weights) | rest ms (attention, norms, rotary, cache, Python) "
+              "| sampler ms at T=0.8 |", "|---|---:|---:|---:|---:|"]
     for dt, p in r["profile"].items():
         lines.append(f"| {dt} | {p['step_ms']:.1f} | {p['linear_ms']:.1f} ({p['linears']} layers) | "
-                     f"{p['rest_ms']:.1f} |")
+                     f"{p['rest_ms']:.1f} | {p['sample_ms']:.1f} |")
     for dt, p in r["profile"].items():
         lines += ["", f"torch.profiler, {dt}, self CPU time per step:", "",
                   "| operator | calls / step | ms / step | share |", "|---|---:|---:|---:|"]
