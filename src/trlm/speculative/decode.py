@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
@@ -132,7 +133,8 @@ def speculative_generate(
 
     Args:
         drafter: ``"ngram"`` / ``"ngram:N"``, ``"early-exit:K"``, a model name or path, or a :class:`Drafter`.
-        gamma: draft length (with ``adaptive``, each row's starting length; see :func:`_next_gamma`).
+        gamma: draft length (with ``adaptive``, each row's starting length, then :class:`RowControl` decides from
+            the measured cost of a round, :class:`RoundClock`; the n-gram drafter may reach 4 * gamma).
         scheme: ``gumbel`` / ``wmh`` (DISD; output == plain generation with ``GenArgs(sampler=scheme)``) or
             ``leviathan`` (ratio test; target-distributed, drafter-dependent).
         track_coupling: also sum the closed-form acceptance of every model draft (``SpecStats.expected``).
@@ -173,9 +175,9 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
     alive = list(range(len(rows)))  # rows still generating, in the order of the cache rows
     seed = torch.tensor([it.seed for it in batch], device=dev)
     sample = torch.tensor([it.sample for it in batch], device=dev)
-    gam, idle = [gamma] * len(rows), [0] * len(rows)  # per-row draft length; plain rounds since the last draft
-    beta = [0.5] * len(rows)  # per-row acceptance estimate
-    cost = VERIFY_COST + drafter.cost  # decode steps per drafted token
+    longest = 4 * gamma if isinstance(drafter, NgramDrafter) else 2 * gamma  # a copied span may run long
+    ctl = [RowControl(gamma) for _ in rows]  # per-row draft length and acceptance estimate
+    clock = RoundClock(drafter.cost)  # measured seconds of a round's parts -> the cost of a drafted token
     forced: dict[int, int] = {}  # leviathan: the correction / bonus token decided by the last verify
     ratio_test = scheme == "leviathan" and args.temperature > 0
 
@@ -206,10 +208,14 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
         y0 = torch.tensor([rows[r].gen[-1] for r in alive], device=dev)
         step = torch.tensor([rows[r].step - 1 for r in alive], device=dev)  # y0's step
         # 2. drafts (never past max_new_tokens)
-        want = [min(gam[r], args.max_new_tokens - rows[r].step) for r in alive]
-        history = [prefixes[r] + rows[r].gen for r in alive]
+        want = [min(ctl[r].k if adaptive else gamma, args.max_new_tokens - rows[r].step) for r in alive]
         drafting = max(want) > 0
-        drafts, qs = drafter.propose(history, want, args, seed, sample, step) if drafting else ([[]] * len(alive), None)
+        t0 = time.perf_counter()
+        if drafting:
+            drafts, qs = drafter.propose([prefixes[r] + rows[r].gen for r in alive], want, args, seed, sample, step)
+        else:  # every row decodes plainly this round
+            drafts, qs = [[]] * len(alive), None
+        t1 = time.perf_counter()
         n = [len(x) for x in drafts]
         G = max(n)
         # 3. one target forward over [y0, d_1..d_G] (ragged rows padded and masked)
@@ -222,6 +228,7 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
         stats._grow(G)
         # 4. accept while the draft equals the target's coupled sample
         acc = _accept(target, logits, drafts, qs, args, seed, sample, step, ratio_test, forced, alive)
+        clock.observe(G, time.perf_counter() - t1, t1 - t0)  # (_accept has read the logits: the forward is done)
         for i, r in enumerate(alive):
             if acc[i]:
                 lps = logits[i, :acc[i]].float().log_softmax(-1)  # (a, V): log-probs of the accepted drafts
@@ -235,46 +242,96 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
                     p = sampling_probs(logits[i, k:k + 1], args)[0]
                     stats.expected[k] += float(CLOSED_FORM[scheme](p, qs[i][k].to(p.device)))
             if adaptive:
-                gam[r], beta[r], idle[r] = _next_gamma(beta[r], idle[r], acc[i], n[i], gamma, cost)
+                ctl[r].update(acc[i], n[i], clock.cost(), longest)
         # 5. roll back: keep [y0, accepted drafts] in the target cache; L = logits after the last accepted token
         keep = torch.tensor([a + 1 for a in acc], device=dev)
         L = logits[torch.arange(len(alive), device=dev), keep - 1]
-        state.keep_tail(1 + G, keep)
+        if G:  # (a round without drafts keeps every row's one token: nothing to roll back)
+            state.keep_tail(1 + G, keep)
         if drafting:
             drafter.accepted(acc)
         drop_done()
     return [r.result() for r in rows]
 
 
-PROBE = 4  # a row that stopped drafting tries one draft again after this many plain rounds
-VERIFY_COST = 0.12  # extra cost of verifying one more token, in decode steps (here 5 tokens cost ~1.5 steps)
+PROBE = 4  # a row that stopped drafting tries one draft again after this many plain rounds (doubling per miss)
+VERIFY_COST = 0.12  # prior: extra cost of verifying one more token, in decode steps, until a round measures it
 
 
-def draft_length(beta: float, gamma: int, cost: float) -> int:
-    """The draft length k in [0, 2 * gamma] that maximises expected tokens per unit of time,
+def draft_length(beta: float, gamma: int, cost: float, longest: int | None = None) -> int:
+    """The draft length k in [0, longest] (default 2 * gamma) that maximises expected tokens per unit of time,
     (1 + beta + ... + beta^k) / (1 + cost * k), for per-position acceptance ``beta`` and a cost per drafted token
     (verification plus drafting) in decode steps. 0 means: do not speculate, decode plainly."""
     best, best_k, tokens = 1.0, 0, 1.0
-    for k in range(1, 2 * gamma + 1):
+    for k in range(1, (longest or 2 * gamma) + 1):
         tokens += beta ** k
         if tokens / (1 + cost * k) > best + 1e-9:
             best, best_k = tokens / (1 + cost * k), k
     return best_k
 
 
-def _next_gamma(beta: float, idle: int, accepted: int, proposed: int, gamma: int,
-                cost: float) -> tuple[int, float, int]:
-    """(next draft length, updated acceptance estimate, idle rounds) for one row after a round.
+class RoundClock:
+    """What a round costs, measured: moving averages (seconds) of a round without drafts (``step``: the target
+    forward of one token per row and the round's own work), of each drafted position the verify forward adds
+    (``verify``), and of each drafted position the drafter spends (``draft``). Until a part has been measured its
+    prior stands in (``VERIFY_COST`` and the drafter's ``cost``, in decode steps)."""
 
-    The estimate is a moving average of accepted / reached draft positions; the length is
-    :func:`draft_length` of it. A row that stopped drafting probes with 1 token every PROBE rounds."""
-    if proposed:
-        beta = 0.7 * beta + 0.3 * accepted / min(accepted + 1, proposed)
-    k = draft_length(beta, gamma, cost)
-    if k == 0:
-        idle += 1
-        return (1, beta, 0) if idle >= PROBE else (0, beta, idle)
-    return k, beta, 0
+    RATE = 0.25  # weight of the newest round in the averages
+
+    def __init__(self, drafter_cost: float):
+        self.drafter_cost = drafter_cost
+        self.step: float | None = None
+        self.verify: float | None = None
+        self.draft: float | None = None
+
+    def _avg(self, old: float | None, new: float) -> float:
+        return new if old is None else (1 - self.RATE) * old + self.RATE * new
+
+    def observe(self, drafted: int, verify_s: float, draft_s: float) -> None:
+        """One round: the widest row's drafts ``drafted``, the seconds of the verify forward and acceptance, and
+        of the drafter's proposal."""
+        if not drafted:
+            self.step = self._avg(self.step, verify_s + draft_s)
+            return
+        if self.step is None:  # no plain round yet: split the forward by the prior
+            self.step = verify_s / (1 + VERIFY_COST * drafted)
+        self.verify = self._avg(self.verify, max(0.0, verify_s - self.step) / drafted)
+        self.draft = self._avg(self.draft, draft_s / drafted)
+
+    def cost(self) -> float:
+        """Seconds per drafted position (verify + draft) in units of a plain round."""
+        if self.step is None:
+            return VERIFY_COST + self.drafter_cost
+        verify = VERIFY_COST if self.verify is None else self.verify / self.step
+        draft = self.drafter_cost if self.draft is None else self.draft / self.step
+        return verify + draft
+
+
+@dataclass
+class RowControl:
+    """One row's draft length ``k`` (0: plain decoding) and acceptance estimate ``beta``. A row whose drafts stop
+    paying decodes plainly and probes with one draft token after ``PROBE`` plain rounds, waiting twice as long
+    after each probe that did not pay (up to 64 rounds)."""
+
+    k: int
+    beta: float = 0.5
+    idle: int = 0
+    wait: int = PROBE
+    probing: bool = False
+
+    def update(self, accepted: int, proposed: int, cost: float, longest: int) -> None:
+        if proposed:
+            self.beta = 0.7 * self.beta + 0.3 * accepted / min(accepted + 1, proposed)
+        k = draft_length(self.beta, max(1, longest // 2), cost, longest)
+        if k:
+            self.k, self.idle, self.wait, self.probing = k, 0, PROBE, False
+            return
+        if self.probing and proposed:
+            self.wait, self.probing = min(64, 2 * self.wait), False
+        self.idle += 1
+        self.k = 0
+        if self.idle >= self.wait:
+            self.k, self.idle, self.probing = 1, 0, True
 
 
 def _accept(target, logits, drafts, qs, args, seed, sample, step, ratio_test, forced, alive) -> list[int]:

@@ -45,7 +45,11 @@ class Drafter(Protocol):
 
 class NgramDrafter:
     """Prompt lookup decoding: match the last ``n`` ids (n = max_ngram .. 1) earlier in the row's history and
-    propose what followed the most recent match (up to gamma tokens; none when nothing matches)."""
+    propose what followed the match (none when nothing matches). The draft follows the match: at most twice as
+    many tokens as the match is long (counted back up to ``MAX_SPAN`` ids), within the controller's gamma, so a
+    row inside a long copied span drafts long and a one-token coincidence drafts two."""
+
+    MAX_SPAN = 16
 
     forwards = 0
     cost = 0.0
@@ -66,13 +70,24 @@ class NgramDrafter:
         pass
 
     def propose(self, history, gammas, args, seed, sample, step):
-        return [lookup(h, g, self.max_ngram, self.earliest) for h, g in zip(history, gammas)], None
+        out = []
+        for h, g in zip(history, gammas):
+            draft, span = match(h, g, self.max_ngram, self.earliest, self.MAX_SPAN) if g else ([], 0)
+            out.append(draft[:2 * span])
+        return out, None
 
 
 def lookup(ids: Sequence[int], gamma: int, max_ngram: int, earliest: bool = True) -> list[int]:
     """Up to ``gamma`` ids that followed an earlier occurrence of the longest suffix n-gram (n <= max_ngram): the
     first occurrence (in the prompt, where grounded text is copied from) or, with ``earliest=False``, the most
     recent one."""
+    return match(ids, gamma, max_ngram, earliest)[0]
+
+
+def match(ids: Sequence[int], gamma: int, max_ngram: int, earliest: bool = True,
+          max_span: int = 0) -> tuple[list[int], int]:
+    """:func:`lookup`'s draft and the length of its match: how many ids before the draft equal the ids before
+    the end of ``ids`` (at least the n-gram's n; counted up to ``max_span``)."""
     n_ids = len(ids)
     for n in range(min(max_ngram, n_ids - 1), 0, -1):
         suffix = list(ids[n_ids - n:])
@@ -81,8 +96,12 @@ def lookup(ids: Sequence[int], gamma: int, max_ngram: int, earliest: bool = True
             if list(ids[start:start + n]) == suffix:
                 out = list(ids[start + n:start + n + gamma])
                 if out:
-                    return out
-    return []
+                    span = n
+                    while span < max_span and start - (span - n) > 0 and \
+                            ids[start - (span - n) - 1] == ids[n_ids - span - 1]:
+                        span += 1
+                    return out, span
+    return [], 0
 
 
 class ModelDrafter:

@@ -1,0 +1,56 @@
+"""The draft-length controller: costs measured from round wall times, per-row fallback to plain decoding and
+probing, and n-gram drafts as long as the copied span (pure algorithm: hand-set times and acceptances)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trlm.speculative.decode import PROBE, VERIFY_COST, RoundClock, RowControl, draft_length
+
+
+def test_round_clock_turns_measured_seconds_into_a_cost_per_drafted_token():
+    clock = RoundClock(drafter_cost=0.0)
+    assert clock.cost() == pytest.approx(VERIFY_COST)  # nothing measured: the prior
+    clock.observe(0, 0.040, 0.0)  # a plain round: 40 ms
+    clock.observe(4, 0.060, 0.004)  # 4 drafted positions: the forward 20 ms longer, the drafter 4 ms
+    # (20 ms + 4 ms) / 4 positions = 6 ms per drafted token = 0.15 of a plain round
+    assert clock.cost() == pytest.approx(0.15)
+    for _ in range(30):  # verifying grows expensive (a loaded machine): the cost follows the measurements
+        clock.observe(4, 0.200, 0.004)
+    assert clock.cost() == pytest.approx((0.160 + 0.004) / 4 / 0.040, rel=1e-3)
+
+
+def test_a_row_whose_drafts_do_not_pay_decodes_plainly_and_probes_with_backoff():
+    row = RowControl(k=4)
+    for _ in range(3):  # nothing accepted at an expensive verify: drafting stops
+        row.update(0, row.k, cost=0.5, longest=8)
+    assert row.k == 0
+    ks = []
+    for _ in range(60):  # plain rounds with 1-token probes that fail: each wait is twice the last
+        ks.append(row.k)
+        row.update(0, row.k, cost=0.5, longest=8)
+    probes = [i for i, k in enumerate(ks) if k]
+    assert all(ks[i] == 1 for i in probes) and probes[0] < PROBE
+    assert [b - a for a, b in zip(probes, probes[1:])] == [2 * PROBE, 4 * PROBE, 8 * PROBE]
+    for _ in range(12):  # drafts that are accepted make it draft again, long ones at a low cost
+        row.update(row.k, row.k, cost=0.05, longest=16)
+    assert row.k == 16 and row.beta > 0.95
+
+
+def test_draft_length_reaches_the_longest_span_when_drafts_are_cheap_and_right():
+    assert draft_length(0.99, 4, 0.02, longest=16) == 16
+    assert draft_length(0.99, 4, 0.02) == 8  # default: 2 * gamma
+    assert draft_length(0.6, 4, 0.3, longest=16) < 4  # a mediocre drafter at a real verify cost: short drafts
+
+
+def test_ngram_draft_follows_the_match_length():
+    from trlm.speculative.drafters import NgramDrafter, match
+
+    copied = [7, 1, 2, 3, 9, 5, 6, 8, 4]
+    # inside a copied span (the last 5 ids occurred before): the match is 5 long, the draft up to 10
+    assert match(copied + [0] + copied[:5], 16, 3, True, 16) == (copied[5:] + [0] + copied[:5], 5)
+    # a one-id coincidence ([..., 9] matches the 9 of the prompt only): a draft of at most 2
+    drafts, _ = NgramDrafter(3).propose([copied + [0, 9]], [8], None, None, None, None)
+    assert drafts == [[5, 6]]
+    drafts, _ = NgramDrafter(3).propose([copied + [0] + copied[:5]], [8], None, None, None, None)
+    assert drafts == [(copied[5:] + [0] + copied[:5])[:8]]  # the controller's length bounds a long span
