@@ -333,3 +333,16 @@ def test_both_order_model_needs_a_direction(tiny_reverse_dir, tmp_path):
     fwd = eng.loglikelihood([Request("a b", " c")], direction="forward")[0]
     rev = eng.loglikelihood([Request("a b", " c")], direction="reverse")[0]
     assert fwd.logprob != rev.logprob
+
+
+def test_get_engine_gives_one_engine_for_the_same_model_however_the_defaults_are_spelled():
+    from trlm.core.engine import get_engine
+
+    get_engine.cache_clear()
+    try:
+        a = get_engine("smollm2-135m-instruct")
+        assert get_engine("smollm2-135m-instruct", None, "auto") is a
+        assert get_engine("smollm2-135m-instruct", dtype=None) is a
+        assert get_engine("smollm2-135m-instruct", dtype="float32") is not a
+    finally:
+        get_engine.cache_clear()

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from trlm.serve.batching import Batcher, QueueFull, ScoreCache
-from trlm.serve.metrics import Metrics
+from trlm.serve.telemetry import Metrics
 
 
 class Recorder:

@@ -25,7 +25,7 @@ from typing import Sequence
 
 from trlm.core.engine import Engine, load_engine
 from trlm.core.io import InputError, default_data_dir, require_path, write_text
-from trlm.core.report import fmt, new_figure, save_figure, write_results
+from trlm.core.report import new_figure, save_figure, write_results
 from trlm.core.schema import GenArgs
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,8 @@ def run_backends_bench(out: str | Path, *, server: str, reverse_server: str, dat
     res: dict = {"config": {"server": server, "reverse_server": reverse_server, "pairs": pairs, "prompts": prompts,
                             "max_new_tokens": max_new_tokens, "local_dtype": dtype, "server_dtype": server_dtype,
                             "clients": clients,
-                            "command": _command(out, server, reverse_server, pairs, prompts, stages)}}
+                            "command": _command(out, server, reverse_server, pairs, prompts, stages, dtype,
+                                                server_dtype)}}
     if "a" in stages:
         res["scoring"] = {}
         for name in ("trlm-fo", "trlm-ba"):
@@ -175,9 +176,9 @@ def run_backends_bench(out: str | Path, *, server: str, reverse_server: str, dat
     return res
 
 
-def _command(out, server, reverse, pairs, prompts, stages) -> str:
+def _command(out, server, reverse, pairs, prompts, stages, dtype, server_dtype) -> str:
     return (f"trlm bench backends --server {server} --reverse-server {reverse} --pairs {pairs} --prompts {prompts} "
-            f"--stages {''.join(stages)} --out {out}")
+            f"--stages {''.join(stages)} --dtype {dtype} --server-dtype {server_dtype} --out {out}")
 
 
 def report(res: dict) -> str:
@@ -192,8 +193,8 @@ def report(res: dict) -> str:
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for name, s in res["scoring"].items():
             lines.append(f"| {name} | {s['pairs']} | {s['local']['tokens_per_s']:.0f} | {s['vllm']['tokens_per_s']:.0f}"
-                         f" | {s['vllm_over_local']:.2f} | {fmt(s['mean_abs_delta_per_token'], 4)} | "
-                         f"{fmt(s['max_abs_delta_per_token'], 3)} | {s['identical_order_share']:.1%} "
+                         f" | {s['vllm_over_local']:.2f} | {s['mean_abs_delta_per_token']:.2g} | "
+                         f"{s['max_abs_delta_per_token']:.2g} | {s['identical_order_share']:.1%} "
                          f"of {s['queries']} | {s['same_top1_share']:.1%} | {s['mean_kendall_tau']:.3f} |")
         lines.append("")
     if "generation" in res:

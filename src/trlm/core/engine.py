@@ -267,11 +267,19 @@ def load_engine(model: str, device: str | None = None, dtype: str | None = "auto
     return Engine.load(model, device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=4)
 def get_engine(model: str, device: str | None = None, dtype: str | None = "auto") -> BaseEngine:
     """:func:`load_engine`, shared within one process (one copy of each model in memory) by scorers, judges
-    and clients."""
+    and clients: ``get_engine(m)``, ``get_engine(m, None, "auto")`` and ``get_engine(m, dtype="auto")`` are one
+    engine."""
+    return _shared_engine(model, device, dtype or "auto")
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_engine(model: str, device: str | None, dtype: str) -> BaseEngine:
     return load_engine(model, device, dtype)
+
+
+get_engine.cache_clear = _shared_engine.cache_clear  # type: ignore[attr-defined]  # forget the shared engines
 
 
 def require_in_process(engine: BaseEngine, what: str) -> "Engine":

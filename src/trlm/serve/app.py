@@ -23,7 +23,6 @@ import math
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Callable
 
 from fastapi import FastAPI, Request
@@ -36,6 +35,7 @@ from trlm.core.ranking import rank_by_score
 from trlm.core.schema import Request as ScoreReq
 from trlm.serve import schemas as S
 from trlm.serve.batching import Batcher, QueueFull
+from trlm.serve.routes import Api, ClientError, add_routes
 from trlm.serve.service import Cancelled, GuardJob, PayloadTooLarge, RerankJob, ScoreJob, ServeConfig, Service
 
 log = logging.getLogger("trlm.serve")
@@ -46,25 +46,6 @@ RETRY_AFTER_S = 1
 ERRORS = {401: "missing or wrong API key", 404: "unknown route or model", 405: "method not allowed",
           413: "too large", 422: "invalid request", 429: "queue full or rate limit (Retry-After)",
           500: "internal error", 504: "timeout"}
-
-
-@dataclass(frozen=True)
-class Api:
-    """What the route modules share with :func:`create_app`."""
-
-    service: Service
-    submit: Callable  # async (request, batcher, job, tokens, started=None) -> result (or the task, with started)
-    rid: Callable[[Request], str]
-    too_many: Callable[[str, int, int, str], None]
-    check_model: Callable[[str | None], str]
-
-
-class ClientError(Exception):
-    """An error the client caused or must handle: answered with ``status`` and ``message``."""
-
-    def __init__(self, status: int, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
 
 
 def _error(status: int, message: str, request_id: str, headers: dict | None = None) -> JSONResponse:
@@ -379,7 +360,6 @@ def create_app(config: ServeConfig = ServeConfig(), service: Service | None = No
         return S.GuardResponse(id=rid(request), rejected=v.rejected, stage=v.stage, flagged=v.n_flagged,
                                tau=config.guard_args.tau, queries=list(v.queries))
 
-    from trlm.serve.routes import add_routes
     from trlm.serve.spec import publish_limits
 
     add_routes(app, Api(service, submit, rid, too_many, check_model))

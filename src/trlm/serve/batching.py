@@ -25,7 +25,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Hashable, Sequence, TypeVar
 
-from trlm.serve.metrics import Metrics
+from trlm.serve.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,10 @@ from typing import List, Optional
 
 import typer
 
-from trlm.core.io import InputError
-from trlm.serve.service import SERVABLE_SCORERS, ServeConfig
+from trlm.core.io import InputError, split_list
+from trlm.core.options import echo_report
+from trlm.scoring.scorers import SERVABLE_SCORERS
+from trlm.serve.service import ServeConfig
 
 _C = ServeConfig()  # flag defaults come from the config dataclass
 _D = _C.guard_args
@@ -24,10 +26,6 @@ log = logging.getLogger("trlm.serve")
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("serve")(serve_cmd)
     bench.command("serve")(bench_serve_cmd)
-
-
-def _names(csv: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in csv.split(",") if s.strip())
 
 
 def serve_cmd(
@@ -89,7 +87,8 @@ def serve_cmd(
         if not sep or not name.strip() or not path.strip():
             raise InputError(f"--directions {spec!r}: give NAME=DIR (a directory written by `trlm steer fit`)")
         pairs.append((name.strip(), path.strip()))
-    cfg = ServeConfig(model=model, scorers=_names(scorer), host=host, port=port, api_keys=keys, device=device,
+    cfg = ServeConfig(model=model, scorers=tuple(split_list(scorer, "--scorer")), host=host, port=port, api_keys=keys,
+                      device=device,
                       dtype=dtype, threads=threads, batching=batching, max_wait_ms=max_wait_ms,
                       max_batch_tokens=max_batch_tokens,
                       max_batch_requests=max_batch_requests, max_queue=max_queue, cache_size=cache_size,
@@ -97,8 +96,9 @@ def serve_cmd(
                       max_tokens_per_doc=max_tokens_per_doc, max_new_tokens=max_new_tokens,
                       request_timeout_s=request_timeout, guard=guard,
                       guard_args=dataclasses.replace(_D, n=guard_n, tau=guard_tau), speculative=speculative,
-                      rate_limit=rate_limit, rate_burst=rate_burst, max_claims=max_claims, checkers=_names(checker),
-                      cite_scorers=_names(cite_scorer), directions=tuple(pairs))
+                      rate_limit=rate_limit, rate_burst=rate_burst, max_claims=max_claims,
+                      checkers=tuple(split_list(checker, "--checker")),
+                      cite_scorers=tuple(split_list(cite_scorer, "--cite-scorer")), directions=tuple(pairs))
     if host not in ("127.0.0.1", "localhost", "::1") and not keys:
         log.warning("binding to %s without --api-key: anyone who can reach this address can use the server", host)
     if threads:
@@ -144,7 +144,7 @@ def bench_serve_cmd(
                     threads=threads, directions=directions, steer_concept=steer_concept, steer_factor=steer_factor,
                     gen_requests=gen_requests, gen_max_tokens=gen_max_tokens, gen_clients=gen_clients,
                     factcheck_requests=factcheck_requests)
-    typer.echo((out / "report.md").read_text())
+    echo_report(out)
 
 
 def main() -> None:

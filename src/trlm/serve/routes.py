@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -27,7 +28,7 @@ from trlm.serve.generate import GenJob, TextDelta, resolve_steer
 from trlm.serve.systems import CiteJob, FactcheckJob
 
 if TYPE_CHECKING:
-    from trlm.serve.app import Api
+    from trlm.serve.service import Service
 
 # each server-sent event (stream=true): data is an OpenAI chunk as JSON, or [DONE] last
 SSE_EVENT = {"type": "object", "required": ["data"], "properties": {
@@ -35,6 +36,25 @@ SSE_EVENT = {"type": "object", "required": ["data"], "properties": {
     "event": {"type": "string"}}}
 SSE = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
              "description": "JSON, or server-sent events with stream=true"}}
+
+
+@dataclass(frozen=True)
+class Api:
+    """What the route modules share with :func:`create_app`."""
+
+    service: Service
+    submit: Callable  # async (request, batcher, job, tokens, started=None) -> result (or the task, with started)
+    rid: Callable[[Request], str]
+    too_many: Callable[[str, int, int, str], None]
+    check_model: Callable[[str | None], str]
+
+
+class ClientError(Exception):
+    """An error the client caused or must handle: answered with ``status`` and ``message``."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
 
 
 def _estimate_tokens(text: str) -> int:
@@ -45,9 +65,7 @@ def _finish(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
 
 
-def add_routes(app, api: "Api") -> None:
-    from trlm.serve.app import ClientError
-
+def add_routes(app, api: Api) -> None:
     service, config = api.service, api.service.config
 
     # ------------------------------------------------------------------------------------------ generation

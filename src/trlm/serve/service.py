@@ -35,9 +35,12 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from trlm.core.models import DEFAULT_MODEL
 from trlm.core.schema import LogLik, Request
 from trlm.guard.defense import DefenseArgs
+# servable: likelihood scorers whose raw score is a log-probability (see relevance_score above); forward-sum sums
+# over the document's own tokens, so exp(score / n) would not be monotone across documents of different lengths
+from trlm.scoring.scorers import REVERSE_SCORERS, SCORER_SPECS, SERVABLE_SCORERS
 from trlm.serve.batching import Batcher, ScoreCache
 from trlm.serve.generate import Cancelled, DirectionSet, GenJob, GenOutcome, PayloadTooLarge, run_generate
-from trlm.serve.metrics import Metrics
+from trlm.serve.telemetry import Metrics
 from trlm.serve.systems import CiteJob, FactcheckJob, load_checker, run_cite, run_factcheck
 
 __all__ = ["Cancelled", "CiteJob", "FactcheckJob", "GenJob", "GenOutcome", "GuardJob", "PayloadTooLarge", "RerankJob",
@@ -50,11 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# likelihood scorers whose raw score is a log-probability (see relevance_score above); forward-sum sums over the
-# document's own tokens, so exp(score / n) would not be monotone across documents of different lengths
-SERVABLE_SCORERS: tuple[str, ...] = ("trlm-fo", "trlm-ba", "trlm-fo-chat", "trlm-foba-rev", "trlm-foba-fwd",
-                                     "forward-mean", "self")
-REVERSE_SCORERS = ("trlm-ba", "trlm-foba-rev")
 
 
 @dataclass(frozen=True)
@@ -178,7 +176,6 @@ class Service:
     def __init__(self, config: ServeConfig, engine: "Engine | None" = None, guard_filter: "Filter | None" = None):
         from trlm.core.engine import get_engine
         from trlm.scoring import make_scorer
-        from trlm.scoring.scorers import DEFAULT_MODELS
 
         self.config, self.metrics = config, Metrics()
         self.engine = engine or get_engine(config.model, config.device, config.dtype)
@@ -186,7 +183,7 @@ class Service:
         self.scorers = {}
         for name in config.scorers:
             needs = "reverse" if name in REVERSE_SCORERS else "forward"
-            eng = self.engine if self.engine.supports(needs) else get_engine(DEFAULT_MODELS.get(name, DEFAULT_MODEL),
+            eng = self.engine if self.engine.supports(needs) else get_engine(SCORER_SPECS[name].model or DEFAULT_MODEL,
                                                                               config.device, config.dtype)
             self.scorers[name] = make_scorer(name, engine=eng, task="retrieval", max_response_tokens=None)
             log.info("serving scorer %s on %s", name, eng.name)
@@ -215,7 +212,7 @@ class Service:
         self.cite_scorers = {}
         for name in config.cite_scorers:
             needs = "reverse" if name in REVERSE_SCORERS else "forward"
-            eng = self.engine if self.engine.supports(needs) else get_engine(DEFAULT_MODELS.get(name, DEFAULT_MODEL),
+            eng = self.engine if self.engine.supports(needs) else get_engine(SCORER_SPECS[name].model or DEFAULT_MODEL,
                                                                               config.device, config.dtype)
             self.cite_scorers[name] = make_scorer(name, engine=eng, task="citation", max_response_tokens=2048)
         # one thread runs every engine call: calls never overlap and the event loop stays free
@@ -279,7 +276,7 @@ class Service:
         if todo:
             for (ji, miss), lls in zip(where, scorer.logliks_many(todo)):
                 for di, ll in zip(miss, lls):
-                    v = (_reduce(ll, scorer.reduce), ll.num_tokens)
+                    v = (scorer.score_loglik(ll), ll.num_tokens)
                     found[ji][di] = v
                     self.cache.put((eng.name, scorer.name, jobs[ji].query, cut[ji][di]), v)
         out = []
@@ -329,9 +326,3 @@ class Service:
             for i, f in zip(without, flags):
                 out[i] = Verdict(bool(f), "filter" if f else "passed", 0, ())
         return out  # type: ignore[return-value]
-
-
-def _reduce(ll: LogLik, reduce: str) -> float:
-    from trlm.scoring import reduce_loglik
-
-    return reduce_loglik(ll, reduce)

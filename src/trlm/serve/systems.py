@@ -59,7 +59,7 @@ def load_checker(name: str, engine: Engine, device: Optional[str]):
 
 
 def run_factcheck(checker, jobs: list[FactcheckJob]) -> list[Verdicts]:
-    from trlm.factcheck.checkers import Check
+    from trlm.factcheck.base import Check
 
     docs = [d for j in jobs for d in j.docs]
     claims = [c for j in jobs for c in j.claims]
