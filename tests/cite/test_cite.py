@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trlm.cite.bench import claim_metrics, load_wice, paired_cnndm, paired_top1, run_bench_cite, split_cnndm
-from trlm.cite.search import JOINER, binary_search, cite_file, exclusion_search, join_span, linear_search
+from trlm.cite.attribution import JOINER, binary_search, cite_file, exclusion_search, join_span, linear_search
 from trlm.core.io import InputError
 from trlm.scoring import Scorer
 

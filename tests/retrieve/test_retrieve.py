@@ -202,7 +202,7 @@ def test_rerank_hits_orders_by_score_and_keeps_first_stage_order_on_ties():
 
 
 def test_rrf_fuse_sums_reciprocal_ranks_and_breaks_ties_by_first_stage_order():
-    from trlm.retrieve.search import rrf_fuse
+    from trlm.retrieve.first_stage import rrf_fuse
 
     first = [Ranked(i, 0.0, id=d) for i, d in enumerate(["a", "b", "c", "d"])]
     reranked = [Ranked(i, 0.0, id=d) for i, d in enumerate(["d", "c", "a", "b"])]
@@ -229,7 +229,7 @@ def test_retrieve_errors():
 
 
 def test_retrieve_fuse_rrf_returns_the_first_stage_and_re_ranking_fused_by_reciprocal_rank():
-    from trlm.retrieve.search import rrf_fuse
+    from trlm.retrieve.first_stage import rrf_fuse
 
     idx = BM25Index(CORPUS)
     table = {CORPUS["d1"]: -9.0, CORPUS["d2"]: -1.0, CORPUS["d3"]: -2.0, CORPUS["d4"]: -3.0, CORPUS["d5"]: -4.0}

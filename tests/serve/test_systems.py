@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from trlm.cite.search import binary_search, exclusion_search, linear_search
+from trlm.cite.attribution import binary_search, exclusion_search, linear_search
 from trlm.factcheck.checkers import PMIChecker, make_checker
 from trlm.scoring import make_scorer
 from trlm.serve.app import create_app

@@ -6,7 +6,7 @@ import torch
 
 from trlm.core.io import default_data_dir
 from trlm.steer.activations import chat_ids, collect
-from trlm.steer.data import DEFAULT_SETTING, Example, load_setting
+from trlm.steer.data import DEFAULT_SETTING, ConceptExample, load_setting
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,8 @@ def test_concept10_training_sets_pair_positives_with_genre_matched_negatives(set
 
 
 def test_activations_drop_the_chat_prefix_and_equal_the_models_hidden_states(smol):
-    ex = [Example("Name a red fruit.", "A strawberry is red.", 0, "positive", "text"),
-          Example("What is 2 + 2?", "4", -1, "negative", "math")]
+    ex = [ConceptExample("Name a red fruit.", "A strawberry is red.", 0, "positive", "text"),
+          ConceptExample("What is 2 + 2?", "4", -1, "negative", "math")]
     acts = collect(smol, ex, [3, 10])
     for i, e in enumerate(ex):
         ids, skip = chat_ids(smol, e)

@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from trlm.steer.data import Example
+from trlm.steer.data import ConceptExample
 from trlm.steer.reft import ReftSpec, _orthogonal_to, fit_reft
 
 
@@ -16,7 +16,7 @@ def test_gradient_projection_removes_the_component_along_w():
 
 
 def test_fit_reft_trains_only_w_orthogonally_and_keeps_it_unit(tiny_forward_dir, tmp_path, monkeypatch):
-    ex = [Example(f"Say something {i}.", f"Something number {i} about cats and more cats.", 0,
+    ex = [ConceptExample(f"Say something {i}.", f"Something number {i} about cats and more cats.", 0,
                   "positive" if i % 2 else "negative", "text") for i in range(12)]
     built, dots, norms = [], [], []
     original = ReftSpec.build

@@ -19,7 +19,7 @@ from trlm.core.checkpoint import read_meta
 from trlm.core.models import LoadedModel, load_model
 from trlm.scoring import make_scorer
 from trlm.scoring.prompts import pair_request
-from trlm.train.data import IGNORE, Example
+from trlm.train.data import IGNORE, TokenExample
 from trlm.train.losses import causal_lm_loss
 from trlm.train.loop import TrainArgs, lr_at, train
 from trlm.train.model import ModelArgs
@@ -267,9 +267,10 @@ def test_cli_train_help_and_run(data, tmp_path):
 
 
 def test_loop_takes_plain_examples_and_evaluates_with_the_given_loss(tmp_path):
-    """train() accepts a list of Examples (no TRLM template involved), and its eval loss is loss_fn's value:
+    """train() accepts a list of TokenExamples (no TRLM template involved), and its eval loss is loss_fn's value:
     a loss that is 2x the LM loss gives an eval loss exactly 2x that of the plain LM loss on the same weights."""
-    ex = [Example(tuple(range(1, 17)), tuple(range(1, 17))), Example(tuple(range(5, 21)), tuple(range(5, 21)))] * 2
+    ex = [TokenExample(tuple(range(1, 17)), tuple(range(1, 17))),
+          TokenExample(tuple(range(5, 21)), tuple(range(5, 21)))] * 2
     plain = train(TINY, _args(tmp_path / "a", steps=1, lr=1e-9, warmup=0), ex, ex)
     doubled = train(TINY, _args(tmp_path / "b", steps=1, lr=1e-9, warmup=0), ex, ex,
                     loss_fn=lambda m, b: 2 * causal_lm_loss(m, b))

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from trlm.cite.search import SEARCHES, binary_search, exclusion_search, linear_search, linear_search_many
+from trlm.cite.attribution import SEARCHES, binary_search, exclusion_search, linear_search, linear_search_many
 from trlm.core.io import InputError, read_jsonl, require_path, write_json, write_text
 from trlm.core.report import fmt, paired_diff_ci, write_results
 
@@ -94,7 +94,7 @@ def _summary(per_claim: list[tuple[str, float, float]]) -> dict:
 
 
 def _bm25_rank(query: str, sentences: Sequence[str]) -> list[int]:
-    from trlm.retrieve.search import BM25Index
+    from trlm.retrieve.first_stage import BM25Index
 
     # every sentence, best first; ties (often several at score 0) in source order
     return [h.index for h in BM25Index({str(i): s for i, s in enumerate(sentences)}).search([query], len(sentences))[0]]

@@ -32,7 +32,7 @@ def cite_cmd(
                                             "(paper's prose) or highest (its pseudo-code) score."),
 ):
     """Find the source sentence(s) supporting each claim; writes `cited` (0-based indices) and `scores`."""
-    from trlm.cite.search import SEARCHES, cite_file
+    from trlm.cite.attribution import SEARCHES, cite_file
     from trlm.scoring import make_scorer
 
     check_choice(search, SEARCHES, "--search")
@@ -56,7 +56,7 @@ def bench_cite_cmd(
 ):
     """Citation accuracy: WiCE top-1 / recall@3 by label, or the CNN/DM unsupervised similarity protocol."""
     from trlm.cite.bench import run_bench_cite
-    from trlm.cite.search import SEARCHES
+    from trlm.cite.attribution import SEARCHES
 
     search_list = parse_names(searches, SEARCHES, "--searches")
     check_choice(pick, ("lowest", "highest"), "--pick")

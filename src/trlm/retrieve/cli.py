@@ -39,7 +39,7 @@ def retrieve_cmd(
 ):
     """Retrieve passages for QUERY from a BEIR corpus, optionally re-ranking the top-k with a scorer."""
     from trlm.retrieve.beir import load_beir
-    from trlm.retrieve.search import FIRST_STAGES, FUSIONS, build_index, retrieve
+    from trlm.retrieve.first_stage import FIRST_STAGES, FUSIONS, build_index, retrieve
     from trlm.scoring import make_scorer
 
     check_choice(first_stage, FIRST_STAGES, "--first-stage")
@@ -67,7 +67,7 @@ def bench_retrieve_cmd(
 ):
     """nDCG@10, P@1, R@10, MRR@10 of the first stage, MiniLM dense, and each re-ranker of the top-k."""
     from trlm.retrieve.bench import run_bench_retrieve
-    from trlm.retrieve.search import FIRST_STAGES
+    from trlm.retrieve.first_stage import FIRST_STAGES
 
     check_choice(first_stage, FIRST_STAGES, "--first-stage")
     res = run_bench_retrieve(data or default_data_dir().joinpath("retrieval_agentset", "msmarco_trecdl19_subset"), out,

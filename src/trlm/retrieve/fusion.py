@@ -1,6 +1,6 @@
 """Linear fusion of a first stage and its re-ranking: how much could any weighted mix of the two scores gain?
 
-Reciprocal-rank fusion (:func:`trlm.retrieve.search.rrf_fuse`) fixes its one constant. Linear fusion mixes the two
+Reciprocal-rank fusion (:func:`trlm.retrieve.first_stage.rrf_fuse`) fixes its one constant. Linear fusion mixes the two
 scores, each z-normalised over the query's k candidates, with a weight ``w``::
 
     s(d) = (1 - w) * z(first-stage score of d) + w * z(re-ranker score of d)

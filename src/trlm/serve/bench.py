@@ -49,7 +49,7 @@ DATASET = "retrieval_agentset/msmarco_trecdl19_subset"
 def rerank_workload(data: Path, n: int, documents: int, scorer: str) -> list[dict]:
     """``n`` rerank bodies: judged queries (cycled) with their BM25 top-``documents`` passages."""
     from trlm.retrieve.beir import load_beir
-    from trlm.retrieve.search import BM25Index
+    from trlm.retrieve.first_stage import BM25Index
 
     beir = load_beir(Path(data) / DATASET)
     qids = beir.judged_queries

@@ -48,7 +48,7 @@ __all__ = ["Cancelled", "CiteJob", "FactcheckJob", "GenJob", "GenOutcome", "Guar
 
 if TYPE_CHECKING:
     from trlm.core.engine import Engine
-    from trlm.guard.defense import Verdict
+    from trlm.guard.defense import GuardVerdict
     from trlm.guard.filters import Filter
 
 log = logging.getLogger(__name__)
@@ -311,12 +311,12 @@ class Service:
     def _generate(self, jobs: list[GenJob]) -> list[GenOutcome | Exception]:
         return run_generate(self.engine, jobs, self.drafter, self.config.gamma)
 
-    def _guard(self, jobs: list[GuardJob]) -> list["Verdict"]:
-        from trlm.guard.defense import Verdict
+    def _guard(self, jobs: list[GuardJob]) -> list["GuardVerdict"]:
+        from trlm.guard.defense import GuardVerdict
 
         with_resp = [i for i, j in enumerate(jobs) if j.response is not None]
         without = [i for i, j in enumerate(jobs) if j.response is None]
-        out: list[Verdict | None] = [None] * len(jobs)
+        out: list[GuardVerdict | None] = [None] * len(jobs)
         if with_resp:
             verdicts = self.defense([jobs[i].query for i in with_resp], [jobs[i].response for i in with_resp])
             for i, v in zip(with_resp, verdicts):
@@ -324,5 +324,5 @@ class Service:
         if without:
             flags = self.defense.filter.flag([jobs[i].query for i in without])
             for i, f in zip(without, flags):
-                out[i] = Verdict(bool(f), "filter" if f else "passed", 0, ())
+                out[i] = GuardVerdict(bool(f), "filter" if f else "passed", 0, ())
         return out  # type: ignore[return-value]

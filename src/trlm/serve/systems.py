@@ -80,7 +80,7 @@ def run_factcheck(checker, jobs: list[FactcheckJob]) -> list[Verdicts]:
 
 
 def run_cite(scorer, jobs: list[CiteJob]) -> list[Citations | Exception]:
-    from trlm.cite.search import binary_search, exclusion_search, linear_search_many
+    from trlm.cite.attribution import binary_search, exclusion_search, linear_search_many
 
     out: list[Citations | Exception | None] = [None] * len(jobs)
     linear = [i for i, j in enumerate(jobs) if j.search == "linear"]

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from trlm.core.engine import Engine
-from trlm.steer.data import Example
+from trlm.steer.data import ConceptExample
 
 _MARK = "\uE000"  # a private-use character standing in for the instruction, to find where the user text starts
 
@@ -33,7 +33,7 @@ def chat_head(engine: Engine) -> list[int]:
     return engine.encode_prompt(template[:template.index(_MARK)], "forward")
 
 
-def chat_ids(engine: Engine, ex: Example, head: list[int] | None = None) -> tuple[list[int], int]:
+def chat_ids(engine: Engine, ex: ConceptExample, head: list[int] | None = None) -> tuple[list[int], int]:
     """Model-order ids of ``chat(instruction) + response`` and the length of the chat prefix to drop (the ids it
     shares with :func:`chat_head`, so a token merged across the boundary is kept)."""
     head = chat_head(engine) if head is None else head
@@ -42,7 +42,7 @@ def chat_ids(engine: Engine, ex: Example, head: list[int] | None = None) -> tupl
     return ids, max(1, skip)
 
 
-def collect(engine: Engine, examples: Sequence[Example], layers: Sequence[int], *, max_tokens: int = 512,
+def collect(engine: Engine, examples: Sequence[ConceptExample], layers: Sequence[int], *, max_tokens: int = 512,
             progress: bool = False) -> Activations:
     """Activations of ``examples`` after decoder blocks ``layers``; each sequence cut to ``max_tokens``."""
     if not engine.supports("forward"):

@@ -21,7 +21,7 @@ LABELS = ("positive", "negative", "hard negative")
 
 
 @dataclass(frozen=True)
-class Example:
+class ConceptExample:
     prompt: str  # the instruction (user turn)
     response: str  # the answer the concept is (or is not) in
     concept_id: int  # -1: the shared negative pool
@@ -40,8 +40,8 @@ class Concept:
 class Setting:
     path: Path
     concepts: tuple[Concept, ...]
-    train: tuple[Example, ...]
-    eval: tuple[Example, ...]
+    train: tuple[ConceptExample, ...]
+    eval: tuple[ConceptExample, ...]
 
     def concept(self, cid: int) -> Concept:
         for c in self.concepts:
@@ -49,7 +49,7 @@ class Setting:
                 return c
         raise InputError(f"{self.path}: no concept {cid}; concepts are {[c.id for c in self.concepts]}")
 
-    def training_set(self, cid: int) -> list[Example]:
+    def training_set(self, cid: int) -> list[ConceptExample]:
         """The concept's positives, then the shared negatives of its genre."""
         genre = self.concept(cid).genre
         pos = [e for e in self.train if e.concept_id == cid and e.label == "positive"]
@@ -59,7 +59,7 @@ class Setting:
                              f"{genre} negatives; both are needed")
         return pos + neg
 
-    def eval_set(self, cid: int, hard: bool = False) -> list[Example]:
+    def eval_set(self, cid: int, hard: bool = False) -> list[ConceptExample]:
         """Detection evaluation rows of the concept: positives and negatives (or hard negatives with ``hard``)."""
         keep = ("positive", "hard negative") if hard else ("positive", "negative")
         return [e for e in self.eval if e.concept_id == cid and e.label in keep]
@@ -92,6 +92,7 @@ def load_setting(path: str | Path) -> Setting:
                 raise InputError(f"{f}: row {n}: missing column {missing[0]!r}")
             if r["category"] not in LABELS:
                 raise InputError(f"{f}: row {n}: category must be one of {LABELS}, got {r['category']!r}")
-            out.append(Example(r["input"], r["output"] or "", int(r["concept_id"]), r["category"], r["concept_genre"]))
+            out.append(ConceptExample(r["input"], r["output"] or "", int(r["concept_id"]), r["category"],
+                                      r["concept_genre"]))
         tables[name] = tuple(out)
     return Setting(path, tuple(concepts), tables["train_data"], tables["latent_eval_data"])

@@ -132,7 +132,7 @@ def _orthogonal_to(w: torch.Tensor):
 
 def fit_reft(model: str, layer: int, examples, out: Path, *, epochs: int = 1, lr: float = 0.01,
              batch_size: int = 6, seq_len: int = 256, seed: int = 0, progress: bool = False) -> torch.Tensor:
-    """Train ReFT-r1 on a concept's training examples (:class:`trlm.steer.data.Example`, positives and negatives;
+    """Train ReFT-r1 on a concept's training examples (:class:`trlm.steer.data.ConceptExample`, positives and negatives;
     loss on responses) into ``out`` (resumable) and return the unit direction w."""
     import math
 

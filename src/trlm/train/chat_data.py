@@ -14,14 +14,14 @@ import logging
 from trlm.core.engine import Engine
 from trlm.core.io import InputError
 from trlm.core.models import LoadedModel
-from trlm.train.data import IGNORE, Example
+from trlm.train.data import IGNORE, TokenExample
 
 log = logging.getLogger(__name__)
 
 
 def chat_examples(rows: list[dict], lm: LoadedModel, seq_len: int, completions_only: bool,
-                  source: str = "data") -> list[Example]:
-    """One :class:`Example` per row; responses are cut to fit ``seq_len``, rows whose prompt alone does not fit
+                  source: str = "data") -> list[TokenExample]:
+    """One :class:`TokenExample` per row; responses are cut to fit ``seq_len``, rows whose prompt alone does not fit
     are skipped with a warning."""
     eng = Engine(dataclasses.replace(lm, token_order="forward"), max_length=seq_len)
     tok = lm.tokenizer  # the tokenizer's own EOS is the chat end-of-turn token of instruct models (<|im_end|> ...)
@@ -36,7 +36,7 @@ def chat_examples(rows: list[dict], lm: LoadedModel, seq_len: int, completions_o
             continue
         ids = prefix + body[:room]
         labels = [IGNORE] * len(prefix) + ids[len(prefix):] if completions_only else [IGNORE, *ids[1:]]
-        out.append(Example(tuple(ids), tuple(labels)))
+        out.append(TokenExample(tuple(ids), tuple(labels)))
     if skipped:
         log.warning("%s: skipped %d row(s) whose prompt alone exceeds --seq-len %d (rows %s)", source, len(skipped),
                     seq_len, ", ".join(map(str, skipped[:10])))

@@ -1,4 +1,4 @@
-"""Training batches: the :class:`Example` type (model-order ids and labels), epoch shuffling and collation.
+"""Training batches: the :class:`TokenExample` type (model-order ids and labels), epoch shuffling and collation.
 
 Nothing here knows a data format or a prompt template; data sources (e.g. :mod:`trlm.train.trlm_data`) turn
 rows into examples.
@@ -14,7 +14,7 @@ IGNORE = -100
 
 
 @dataclass(frozen=True)
-class Example:
+class TokenExample:
     """One training sequence in model order; ``labels`` is ``IGNORE`` where no loss is taken."""
 
     input_ids: tuple[int, ...]
@@ -35,7 +35,7 @@ def micro_batches(n: int, batch_size: int, seed: int, epoch: int, lengths: list[
     return [batches[p] for p in perm]
 
 
-def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(examples: list[TokenExample], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded batch: input_ids, attention_mask, labels (B, T) with labels IGNORE on padding."""
     T = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), T), pad_id, dtype=torch.long)

@@ -38,7 +38,7 @@ from trlm.core.checkpoint import TOKEN_ORDERS, replace_dir
 from trlm.core.device import bf16_supported
 from trlm.core.models import LoadedModel
 from trlm.core.parallel import Dist, all_sum, barrier, init_distributed
-from trlm.train.data import Example, collate, micro_batches
+from trlm.train.data import TokenExample, collate, micro_batches
 from trlm.train.losses import causal_lm_loss
 from trlm.train.model import jsonable
 
@@ -80,10 +80,10 @@ class ExampleSource(Protocol):
 
     name: str
 
-    def examples(self, lm: LoadedModel, token_order: str, seq_len: int) -> list[Example]: ...
+    def examples(self, lm: LoadedModel, token_order: str, seq_len: int) -> list[TokenExample]: ...
 
 
-TrainData = Union[Sequence[Example], ExampleSource]
+TrainData = Union[Sequence[TokenExample], ExampleSource]
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def train(margs: ModelSpec, args: TrainArgs, data: TrainData, eval_data: TrainDa
     """Train and return a :class:`TrainResult`; the model is written to ``args.out / "model"``.
 
     ``margs``: what to train (:class:`~trlm.train.model.ModelArgs`, or any :class:`ModelSpec`).
-    ``data`` / ``eval_data``: a list of :class:`~trlm.train.data.Example` (model-order ids and labels), or an
+    ``data`` / ``eval_data``: a list of :class:`~trlm.train.data.TokenExample` (model-order ids and labels), or an
     :class:`ExampleSource` that builds them with the model's tokenizer. ``loss_fn`` is the training loss and the
     evaluation loss (token-weighted over each batch's loss-bearing labels); an :class:`Objective` also gets
     ``after_step`` once per optimizer step and has its state checkpointed.
@@ -214,7 +214,7 @@ def train(margs: ModelSpec, args: TrainArgs, data: TrainData, eval_data: TrainDa
         torch.set_num_threads(threads)
 
 
-def _examples(data: TrainData | None, lm: LoadedModel, args: TrainArgs) -> list[Example]:
+def _examples(data: TrainData | None, lm: LoadedModel, args: TrainArgs) -> list[TokenExample]:
     if data is None:
         return []
     if isinstance(data, Sequence):

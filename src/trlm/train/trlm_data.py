@@ -29,7 +29,7 @@ from trlm.core.engine import Engine, Request
 from trlm.core.io import InputError, read_jsonl
 from trlm.core.models import LoadedModel
 from trlm.scoring.prompts import TASKS, backward_request, pair_request
-from trlm.train.data import IGNORE, Example
+from trlm.train.data import IGNORE, TokenExample
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class JsonlExamples:
     def name(self) -> str:
         return str(self.path)
 
-    def examples(self, lm: LoadedModel, token_order: str, seq_len: int) -> list[Example]:
+    def examples(self, lm: LoadedModel, token_order: str, seq_len: int) -> list[TokenExample]:
         return build_examples(read_rows(self.path), lm, token_order, seq_len, self.mask_prompt, source=self.name)
 
 
@@ -94,12 +94,12 @@ def _task_request(enc: Engine, row: dict, direction: str, seq_len: int) -> Reque
 
 
 def build_examples(rows: list[dict], lm: LoadedModel, order: str, seq_len: int, mask_prompt: bool = False,
-                   source: str = "data") -> list[Example]:
+                   source: str = "data") -> list[TokenExample]:
     """Tokenise rows in ``order`` (forward / reverse / both): pairs one sequence each, text packed."""
     if seq_len < 8:
         raise ValueError(f"--seq-len must be >= 8, got {seq_len}")
     enc = Engine(dataclasses.replace(lm, token_order=order), max_length=seq_len)  # tokeniser view in `order`
-    examples: list[Example] = []
+    examples: list[TokenExample] = []
     stream: list[int] = []
     skipped: list[int] = []
     for i, row in enumerate(rows):
@@ -124,13 +124,13 @@ def build_examples(rows: list[dict], lm: LoadedModel, order: str, seq_len: int, 
             continue
         ids = prefix + target
         labels = [IGNORE] * len(prefix) + target if mask_prompt else [IGNORE, *ids[1:]]
-        examples.append(Example(tuple(ids), tuple(labels)))
+        examples.append(TokenExample(tuple(ids), tuple(labels)))
     if skipped:
         log.warning("%s: skipped %d pair(s) whose scored part alone exceeds --seq-len %d (rows %s)", source,
                     len(skipped), seq_len, ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else ""))
     for k in range(0, len(stream) - seq_len + 1, seq_len):  # packing; a tail shorter than seq_len is dropped
         block = tuple(stream[k:k + seq_len])
-        examples.append(Example(block, block))
+        examples.append(TokenExample(block, block))
     if not examples:
         raise InputError(f"{source}: no training sequence (text shorter than --seq-len {seq_len}?)")
     return examples
