@@ -111,7 +111,7 @@ def test_cli_reference_in_docs_is_current():
 
     doc = Path(__file__).parent.parent / "docs" / "cli.md"
     assert doc.read_text() == cli_reference(), "docs/cli.md is stale: run `make docs`"
-    for cmd in ("## trlm score", "## trlm generate", "## trlm bench rerank", "## trlm guard-train-filter"):
+    for cmd in ("## trlm score", "## trlm generate", "## trlm bench rerank", "## trlm guard train-filter"):
         assert cmd in doc.read_text()
 
 
@@ -177,7 +177,7 @@ def test_distill_without_a_token_flag_distils_every_token():
     """No required boolean flag: --all-tokens is the default, and --help says so."""
     import typer
 
-    params = {p.name: p for p in typer.main.get_command(app).commands["distill"].params}
+    params = {p.name: p for p in typer.main.get_command(app).commands["distill"].commands["train"].params}
     assert params["all_tokens"].default is True and not params["all_tokens"].required
 
 

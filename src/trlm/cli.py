@@ -8,10 +8,12 @@ Each system registers module-level command functions that load, call one library
     trlm rerank | best-of-n | bench rerank                         trlm.rerank.cli
     trlm retrieve | bench retrieve                                 trlm.retrieve.cli
     trlm cite | bench cite                                         trlm.cite.cli
-    trlm guard | guard-train-filter | bench guard                  trlm.guard.cli
+    trlm guard check|train-filter | bench guard                    trlm.guard.cli
     trlm train | bench train                                       trlm.train.cli
+    trlm distill train|data | bench distill                        trlm.distill.cli
+    trlm steer fit|detect|generate | bench steer                   trlm.steer.cli
     trlm factcheck score|synth|train | bench factcheck             trlm.factcheck.cli
-    trlm redteam generate|run|judge|report|pipeline | bench redteam trlm.redteam.cli
+    trlm redteam generate|run|judge|report|pipeline|train-oracle | bench redteam    trlm.redteam.cli
     trlm serve | bench serve                                       trlm.serve.cli
     trlm bench backends                                            trlm.backends.cli
 

@@ -1,5 +1,5 @@
-"""``trlm distill`` on the project's training loop: it trains, logs t, resumes bit-identically (schedule included),
-exports a loadable student; data rows, the completions-only flag, the teacher top-k cache and CLI errors."""
+"""``trlm distill train`` on the project's training loop: it trains, logs t, resumes bit-identically (schedule
+included), exports a loadable student; data rows, the completions-only flag, the teacher top-k cache and CLI errors."""
 
 import json
 import shutil
@@ -136,7 +136,7 @@ def test_cli_distills_and_reports_user_errors_in_one_line(tiny_forward_dir, data
 
     from trlm.cli import app
 
-    r = CliRunner().invoke(app, ["distill", "--teacher", str(tiny_forward_dir), "--data", str(data), "--out",
+    r = CliRunner().invoke(app, ["distill", "train", "--teacher", str(tiny_forward_dir), "--data", str(data), "--out",
                                  str(tmp_path / "cli"), "--student-layers", "1", "--steps", "2", "--batch-size", "2",
                                  "--seq-len", "64", "--completions-only", "--save-every", "0", "--precision", "fp32"])
     assert r.exit_code == 0, r.output
@@ -146,6 +146,6 @@ def test_cli_distills_and_reports_user_errors_in_one_line(tiny_forward_dir, data
     for argv, msg in ((["--data", str(bad)], "response"), (["--data", str(data), "--loss", "kd"], "--loss"),
                       (["--data", str(data), "--taid-alpha", "fast"], "--taid-alpha"),
                       (["--data", str(data), "--student-layers", "3"], "--student-layers 3")):
-        r = CliRunner().invoke(app, ["distill", "--teacher", str(tiny_forward_dir), "--out", str(tmp_path / "e"),
-                                     "--all-tokens", *argv])
+        r = CliRunner().invoke(app, ["distill", "train", "--teacher", str(tiny_forward_dir),
+                                     "--out", str(tmp_path / "e"), "--all-tokens", *argv])
         assert msg in one_line_error(r)

@@ -80,7 +80,7 @@ def test_shipped_embedding_filter_on_real_prompts(tmp_path):
     assert meth > 10 * max(s[2:])
     assert meta_threshold() == pytest.approx(f.threshold)
     meta = json.loads(DEFAULT_FILTER_PATH.read_text())["meta"]
-    assert meta["command"].startswith("trlm guard-train-filter")
+    assert meta["command"].startswith("trlm guard train-filter")
     # round trip and threshold override
     f.save(tmp_path / "f.json")
     g = EmbeddingFilter.load(tmp_path / "f.json")
@@ -212,16 +212,16 @@ def test_guard_cli_help_lists_flags_with_the_dataclass_defaults():
     from trlm.cli import app
 
     runner = CliRunner()
-    out = runner.invoke(app, ["guard", "--help"], terminal_width=200).output
+    out = runner.invoke(app, ["guard", "check", "--help"], terminal_width=200).output
     assert all(f in out for f in ("--filter", "--trlm", "--n", "--tau", "--temperature", "--seed"))
     import typer
 
-    params = {p.name: p.default for p in typer.main.get_command(app).commands["guard"].params}
+    params = {p.name: p.default for p in typer.main.get_command(app).commands["guard"].commands["check"].params}
     for name in ("n", "tau", "temperature", "seed", "max_new_tokens", "max_response_tokens"):
         assert params[name] == getattr(DefenseArgs, name), name  # the flag's default is the dataclass's
     out = runner.invoke(app, ["bench", "guard", "--help"], terminal_width=200).output
     assert all(f in out for f in ("--artifacts", "--out", "--filter", "--trlm", "--n", "--taus", "--limit"))
-    assert "--val-frac" in runner.invoke(app, ["guard-train-filter", "--help"], terminal_width=200).output
+    assert "--val-frac" in runner.invoke(app, ["guard", "train-filter", "--help"], terminal_width=200).output
 
 
 def test_bench_subset_is_seeded_and_nested():

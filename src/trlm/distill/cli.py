@@ -1,8 +1,8 @@
-"""``trlm distill``, ``trlm distill-data`` and ``trlm bench distill``.
+"""``trlm distill train|data`` and ``trlm bench distill``.
 
-    trlm distill-data --out runs/distill/train.jsonl
-    trlm distill --teacher smollm2-135m-instruct --loss taid --data runs/distill/train.jsonl --out runs/distill/taid \\
-        --steps 60 --batch-size 4 --seq-len 256 --all-tokens
+    trlm distill data --out runs/distill/train.jsonl
+    trlm distill train --teacher smollm2-135m-instruct --loss taid --data runs/distill/train.jsonl \\
+        --out runs/distill/taid --steps 60 --batch-size 4 --seq-len 256 --all-tokens
     trlm bench distill --steps 60 --out runs/bench_distill
 """
 
@@ -20,15 +20,18 @@ from trlm.train.cli import Loop
 from trlm.train.loop import TrainArgs
 
 _D, _T = DistillSpec, TrainArgs
+distill_app = typer.Typer(help="TAID distillation into a student made of the teacher's own blocks: make the data, "
+                          "train.", no_args_is_help=True)
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
-    app.command("distill")(distill_cmd)
-    app.command("distill-data")(distill_data_cmd)
+    distill_app.command("data")(data_cmd)
+    distill_app.command("train")(train_cmd)
+    app.add_typer(distill_app, name="distill")
     bench.command("distill")(bench_distill_cmd)
 
 
-def distill_cmd(
+def train_cmd(
     teacher: str = typer.Option(..., help="Teacher model (embedded name, shipped model, dir, hub id)."),
     data: Path = typer.Option(..., help='Training JSONL of {"prompt": str, "response": str} rows.'),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints/, model/, metrics.jsonl."),
@@ -98,7 +101,7 @@ def _float(text: str, flag: str) -> float:
         raise ValueError(f"{flag} must be a number or 'auto', got {text!r}") from None
 
 
-def distill_data_cmd(
+def data_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="JSONL file to write."),
     data: Optional[Path] = typer.Option(None, help="Shared data folder (default ../shared/data or $TRLM_DATA)."),
     per_instruction: int = typer.Option(1, help="AlpacaEval candidates per instruction (of 24 models)."),

@@ -90,7 +90,7 @@ def build_student(teacher: LoadedModel, layers: Sequence[int], train_embeddings:
 
 @dataclass(frozen=True)
 class StudentArgs:
-    """What ``trlm distill`` trains (the training loop's ModelSpec): blocks of ``teacher``.
+    """What ``trlm distill train`` trains (the training loop's ModelSpec): blocks of ``teacher``.
 
     ``save_dtype`` applies to the final ``OUT/model`` only; checkpoints stay float32 for an exact resume.
     """
@@ -119,7 +119,7 @@ class StudentArgs:
         dtype = getattr(torch, self.save_dtype) if final else torch.float32
         skip = () if self.train_embeddings else SHARED
         donor = str(Path(self.teacher).resolve()) if Path(self.teacher).exists() else self.teacher  # loadable anywhere
-        info = {"trained_with": "trlm distill", "student_of": donor, "teacher_layers": list(self.layers),
+        info = {"trained_with": "trlm distill train", "student_of": donor, "teacher_layers": list(self.layers),
                 **({"shared_from": donor, "shared_tensors": list(SHARED)} if skip else {}), **meta}
         return save_pretrained(model, lm.tokenizer, path, token_order, drop=skip, dtype=dtype, **info)
 

@@ -1,7 +1,7 @@
-"""``trlm guard``, ``trlm guard-train-filter`` and ``trlm bench guard``.
+"""``trlm guard check|train-filter`` and ``trlm bench guard``.
 
-    trlm guard pairs.jsonl --out verdicts.jsonl --filter minilm-lr --trlm trlm-fo --n 8 --tau 2
-    trlm guard-train-filter --out src/trlm/guard/minilm_lr.json
+    trlm guard check pairs.jsonl --out verdicts.jsonl --filter minilm-lr --trlm trlm-fo --n 8 --tau 2
+    trlm guard train-filter --out src/trlm/guard/minilm_lr.json
     trlm bench guard --out runs/guard --trlm trlm-fo --n 8 --taus 0,1,2,4,6 --limit 60
 """
 
@@ -19,15 +19,18 @@ _D = DefenseArgs  # flag defaults come from the config dataclass
 FilterOpt = typer.Option("minilm-lr", "--filter", help="minilm-lr, a filter .json, judge, judge:<model>, chat:<model> "
                          "or http (TRLM_JUDGE_BASE_URL, TRLM_JUDGE_MODEL, TRLM_JUDGE_API_KEY).")
 DataOpt = typer.Option(None, help="Shared data folder (default: ../shared/data or $TRLM_DATA).")
+guard_app = typer.Typer(help="The TRLM safety guard (Alg. 12): check query/response pairs, train the input filter.",
+                        no_args_is_help=True)
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
-    app.command("guard")(guard_cmd)
-    app.command("guard-train-filter")(train_filter_cmd)
+    guard_app.command("check")(check_cmd)
+    guard_app.command("train-filter")(train_filter_cmd)
+    app.add_typer(guard_app, name="guard")
     bench.command("guard")(bench_guard_cmd)
 
 
-def guard_cmd(
+def check_cmd(
     input: Path = typer.Argument(..., help='JSONL with {"query": str, "response": str} per line.'),
     out: Path = typer.Option(..., "--out", "-o", help="Input rows plus rejected, stage, n_flagged, queries."),
     filter: str = FilterOpt,
@@ -72,7 +75,7 @@ def train_filter_cmd(
     from trlm.core.io import default_data_dir
     from trlm.guard.data import train_embedding_filter
 
-    cmd = f"trlm guard-train-filter --out {out} --c {c} --val-frac {val_frac} --seed {seed}" + \
+    cmd = f"trlm guard train-filter --out {out} --c {c} --val-frac {val_frac} --seed {seed}" + \
         (f" --max-fpr {max_fpr}" if max_fpr is not None else "")
     filt, report = train_embedding_filter(data or default_data_dir(), val_frac=val_frac, c=c, seed=seed,
                                           max_fpr=max_fpr, command=cmd, progress=True)

@@ -5,7 +5,7 @@ Training data (label 1 = unsafe): the even-``id`` half of XSTest (safe and unsaf
 AlpacaEval dev instructions (safe). Held out for evaluation: the odd-``id`` XSTest prompts, the JBB behaviours
 and the JailbreakBench attack artifacts.
 
-    trlm guard-train-filter --out src/trlm/guard/minilm_lr.json
+    trlm guard train-filter --out src/trlm/guard/minilm_lr.json
 """
 
 from __future__ import annotations

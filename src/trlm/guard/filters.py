@@ -110,7 +110,7 @@ class EmbeddingFilter:
 
         path = Path(path)
         if not path.exists():
-            raise InputError(f"{path}: no such filter file; train one with `trlm guard-train-filter --out {path}`")
+            raise InputError(f"{path}: no such filter file; train one with `trlm guard train-filter --out {path}`")
         obj = json.loads(path.read_text(encoding="utf-8"))
         for key in ("coef", "intercept", "threshold"):
             if key not in obj:

@@ -21,7 +21,7 @@ _M, _T = ModelArgs, TrainArgs  # flag defaults come from the config dataclasses
 
 
 class Loop:
-    """The training loop's flags, shared by `trlm train` and `trlm distill` (typer option objects)."""
+    """The training loop's flags, shared by `trlm train` and `trlm distill train` (typer option objects)."""
 
     steps = typer.Option(_T.steps, help="Optimizer steps.")
     batch_size = typer.Option(_T.batch_size, help="Sequences per micro-batch, per process.")
