@@ -58,6 +58,41 @@ def _vllm_url(var: str) -> str:
     return url
 
 
+def start_trlm_serve(flags: list[str], log, timeout: float = 180.0):
+    """``python -m trlm.serve.cli --port P FLAGS`` on a free loopback port, logging to the open file ``log``; waits
+    for ``/health`` and returns ``(base URL, process)``. A server that exits or never answers fails the test."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "trlm.serve.cli", "--port", str(port), *flags], stdout=log,
+                            stderr=subprocess.STDOUT)
+    url, t_end = f"http://127.0.0.1:{port}", time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if proc.poll() is not None:
+            log.seek(0)
+            pytest.fail(f"trlm serve exited with {proc.returncode}:\n{log.read()[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return url, proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    pytest.fail(f"trlm serve did not come up within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def trlm_serve():
+    """:func:`start_trlm_serve`, for tests that run the real ``trlm serve``."""
+    return start_trlm_serve
+
+
 @pytest.fixture(scope="session")
 def vllm_url():
     """The forward vLLM server (smollm2-135m-instruct, float32) of the tests marked ``vllm``."""

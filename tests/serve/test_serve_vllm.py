@@ -3,12 +3,7 @@ OpenAI clients. Marked ``vllm``: ``scripts/vllm_test.sh`` (``make test-vllm``) s
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
 from trlm.scoring import make_scorer
@@ -22,40 +17,19 @@ DOCS = ["Paris is the capital and largest city of France.",
 pytestmark = pytest.mark.vllm
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(tmp_path, model: str, scorer: str):
-    port = _free_port()
+def _serve(start, tmp_path, model: str, scorer: str):
     log = (tmp_path / f"serve-{scorer}.log").open("w+")
-    cmd = [sys.executable, "-m", "trlm.serve.cli", "--port", str(port), "--model", model, "--scorer", scorer,
-           "--no-guard", "--api-key", KEY]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    t_end = time.monotonic() + 180
-    while time.monotonic() < t_end:
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"trlm serve exited with {proc.returncode}:\n{log.read()[-3000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return url, proc
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    pytest.fail("trlm serve did not come up within 180 s")
+    return start(["--model", model, "--scorer", scorer, "--no-guard", "--api-key", KEY], log)
 
 
 @pytest.mark.parametrize("scorer", ["trlm-fo", "trlm-ba"])
 def test_cohere_rerank_through_trlm_serve_on_vllm_equals_the_in_process_scorer(scorer, tmp_path, smol, ba_smol,
-                                                                               vllm_url, vllm_reverse_url):
+                                                                               vllm_url, vllm_reverse_url,
+                                                                               trlm_serve):
     import cohere
 
     served = vllm_url if scorer == "trlm-fo" else vllm_reverse_url
-    url, proc = _serve(tmp_path, served, scorer)
+    url, proc = _serve(trlm_serve, tmp_path, served, scorer)
     try:
         local = smol if scorer == "trlm-fo" else ba_smol
         want = make_scorer(scorer, engine=local, task="retrieval", max_response_tokens=512).score(QUERY, DOCS)
@@ -68,10 +42,11 @@ def test_cohere_rerank_through_trlm_serve_on_vllm_equals_the_in_process_scorer(s
         proc.wait(60)
 
 
-def test_openai_chat_through_trlm_serve_on_vllm_is_the_in_process_greedy_answer(tmp_path, smol, vllm_url):
+def test_openai_chat_through_trlm_serve_on_vllm_is_the_in_process_greedy_answer(tmp_path, smol, vllm_url,
+                                                                                 trlm_serve):
     import openai
 
-    url, proc = _serve(tmp_path, vllm_url, "trlm-fo")
+    url, proc = _serve(trlm_serve, tmp_path, vllm_url, "trlm-fo")
     try:
         oa = openai.OpenAI(api_key=KEY, base_url=url + "/v1", max_retries=0)
         model = next(m.id for m in oa.models.list().data if m.id.startswith("http"))  # the served LM

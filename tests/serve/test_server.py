@@ -4,9 +4,6 @@ gracefully with a request in flight (the request completes)."""
 from __future__ import annotations
 
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -22,33 +19,11 @@ DOCS = ["Paris is the capital and largest city of France.",
         "Blue light is scattered in all directions by the gases of the atmosphere."]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = _free_port()
+def server(tmp_path_factory, trlm_serve):
     log = (tmp_path_factory.mktemp("serve") / "server.log").open("w+")
-    cmd = [sys.executable, "-m", "trlm.serve.cli", "--port", str(port), "--scorer", "trlm-fo", "--no-guard",
-           "--dtype", "float32", "--device", "cpu", "--api-key", KEY, "--log-level", "info"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    t_end = time.monotonic() + 180
-    while time.monotonic() < t_end:
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"trlm serve exited with {proc.returncode}:\n{log.read()[-3000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("trlm serve did not come up within 180 s")
+    url, proc = trlm_serve(["--scorer", "trlm-fo", "--no-guard", "--dtype", "float32", "--device", "cpu",
+                            "--api-key", KEY, "--log-level", "info"], log)
     yield url, proc, log
     if proc.poll() is None:
         proc.kill()
