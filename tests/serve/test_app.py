@@ -293,36 +293,42 @@ def test_request_timeout_is_504(smol):
     assert r.status_code == 504 and "request_timeout_s" in r.json()["message"]
 
 
+async def raw_asgi(app, path: str, body: dict, hang_up_after: float | None):
+    """One request over raw ASGI; the client hangs up ``hang_up_after`` s after sending it (None: never)."""
+    data = json.dumps(body).encode()
+    sent, out = [False], {"body": b""}
+    loop = asyncio.get_running_loop()
+    hang_up = loop.time() + (hang_up_after if hang_up_after is not None else 3600)
+
+    async def receive():
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": data, "more_body": False}
+        if loop.time() < hang_up:
+            await asyncio.sleep(hang_up - loop.time())
+        return {"type": "http.disconnect"}
+
+    async def send(msg):
+        if msg["type"] == "http.response.start":
+            out["status"] = msg["status"]
+        elif msg["type"] == "http.response.body":
+            out["body"] += msg.get("body", b"")
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("test", 80)}
+    await app(scope, receive, send)
+    return out
+
+
 def test_disconnect_cancels_queued_work(smol):
     """Raw ASGI: a client that sends its request and hangs up while it waits behind another one."""
     svc = make_service(smol, batching=False)
     app = create_app(service=svc)
 
     async def raw(body: dict, hang_up_after: float | None):
-        data = json.dumps(body).encode()
-        sent, out = [False], {}
-        loop = asyncio.get_running_loop()
-        hang_up = loop.time() + (hang_up_after if hang_up_after is not None else 3600)
-
-        async def receive():  # like a server's receive: the body, then http.disconnect once the client is gone
-            if not sent[0]:
-                sent[0] = True
-                return {"type": "http.request", "body": data, "more_body": False}
-            if loop.time() < hang_up:
-                await asyncio.sleep(hang_up - loop.time())
-            return {"type": "http.disconnect"}
-
-        async def send(msg):
-            if msg["type"] == "http.response.start":
-                out["status"] = msg["status"]
-
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": "/v1/completions", "raw_path": b"/v1/completions", "query_string": b"",
-                 "root_path": "", "headers": [(b"content-type", b"application/json"),
-                                              (b"content-length", str(len(data)).encode())],
-                 "client": ("127.0.0.1", 1), "server": ("test", 80)}
-        await app(scope, receive, send)
-        return out.get("status")
+        return (await raw_asgi(app, "/v1/completions", body, hang_up_after)).get("status")
 
     async def main():
         slow = asyncio.ensure_future(raw({"prompt": "Once upon a time", "max_tokens": 24, "temperature": 0}, None))

@@ -8,7 +8,7 @@ import json
 
 from trlm.serve.app import RateLimiter, create_app
 
-from .test_app import KEY, call, make_service
+from .test_app import KEY, call, make_service, raw_asgi
 
 
 def test_rate_limiter_refills_at_the_rate_and_says_how_long_to_wait():
@@ -34,35 +34,6 @@ def test_rate_limit_is_429_with_retry_after_per_key(smol):
     assert call(app, "GET", "/health").status_code == 200  # never limited
 
 
-async def _raw(app, path: str, body: dict, hang_up_after: float | None):
-    """One request over raw ASGI; the client hangs up ``hang_up_after`` s after sending it (None: never)."""
-    data = json.dumps(body).encode()
-    sent, out = [False], {"body": b""}
-    loop = asyncio.get_running_loop()
-    hang_up = loop.time() + (hang_up_after if hang_up_after is not None else 3600)
-
-    async def receive():
-        if not sent[0]:
-            sent[0] = True
-            return {"type": "http.request", "body": data, "more_body": False}
-        if loop.time() < hang_up:
-            await asyncio.sleep(hang_up - loop.time())
-        return {"type": "http.disconnect"}
-
-    async def send(msg):
-        if msg["type"] == "http.response.start":
-            out["status"] = msg["status"]
-        elif msg["type"] == "http.response.body":
-            out["body"] += msg.get("body", b"")
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
-             "client": ("127.0.0.1", 1), "server": ("test", 80)}
-    await app(scope, receive, send)
-    return out
-
-
 def _spy_rows(monkeypatch, eng) -> list[int]:
     """Rows of every decoding step the engine runs."""
     rows: list[int] = []
@@ -86,8 +57,8 @@ def test_disconnect_mid_generation_drops_only_its_rows(smol, monkeypatch):
     rows = _spy_rows(monkeypatch, smol)
 
     async def main():
-        a = asyncio.ensure_future(_raw(app, "/v1/completions", stay, None))
-        b = asyncio.ensure_future(_raw(app, "/v1/completions", gone, 1.0))  # hangs up while both are decoding
+        a = asyncio.ensure_future(raw_asgi(app, "/v1/completions", stay, None))
+        b = asyncio.ensure_future(raw_asgi(app, "/v1/completions", gone, 1.0))  # hangs up while both are decoding
         return await a, await b
 
     kept, left = asyncio.run(main())
@@ -106,7 +77,7 @@ def test_disconnect_mid_stream_stops_its_rows(smol, monkeypatch):
     rows = _spy_rows(monkeypatch, smol)
 
     async def main():
-        return await _raw(app, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 32,
+        return await raw_asgi(app, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 32,
                                                    "temperature": 0, "stream": True}, 0.8)
 
     out = asyncio.run(main())
