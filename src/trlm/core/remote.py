@@ -59,8 +59,7 @@ class RemoteEngine(BaseEngine):
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.base_url, self.served = base_url.rstrip("/"), served
-        self.concurrency, self.timeout, self.retries, self.backoff = concurrency, timeout, retries, backoff
-        self.api_key = api_key
+        self.concurrency = concurrency
         self.name = f"{self.base_url}#{served}"
         self.local = local
         meta, tok_src = _local_meta(local)
@@ -76,11 +75,7 @@ class RemoteEngine(BaseEngine):
         self.max_batch_tokens = self.max_gen_batch_tokens = 1 << 62
         self.max_batch_size = 1 << 30
         self._init_special_tokens(gen_eos)
-        import httpx
-
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(timeout=timeout, headers=headers,
-                                  limits=httpx.Limits(max_connections=concurrency + 4))
+        self.http = _Http(self.base_url, timeout, retries, backoff, api_key, connections=concurrency + 4)
 
     @classmethod
     def connect(cls, spec: str, *, local: str | Path | None = None, concurrency: int | None = None,
@@ -92,11 +87,9 @@ class RemoteEngine(BaseEngine):
         kwargs.setdefault("api_key", os.environ.get("TRLM_REMOTE_API_KEY"))
         kwargs.setdefault("retries", int(os.environ.get("TRLM_REMOTE_RETRIES", "3")))
         concurrency = concurrency or int(os.environ.get("TRLM_REMOTE_CONCURRENCY", "16"))
-        probe = cls.__new__(cls)  # only for the HTTP helper, before the tokenizer is known
-        probe.base_url, probe.retries, probe.backoff, probe.timeout = base, kwargs.get("retries", 3), \
-            kwargs.get("backoff", 1.0), min(30.0, kwargs.get("timeout", 600.0))
-        probe.api_key, probe._http = kwargs["api_key"], None
-        cards = probe._request("GET", "/models").get("data") or []
+        with _Http(base, min(30.0, kwargs.get("timeout", 600.0)), kwargs["retries"], kwargs.get("backoff", 1.0),
+                   kwargs["api_key"]) as http:
+            cards = http.request("GET", "/models").get("data") or []
         names = [c.get("id") for c in cards]
         if want:
             card = next((c for c in cards if c.get("id") == want), None)
@@ -116,46 +109,12 @@ class RemoteEngine(BaseEngine):
         return cls(base, served, local=local or _find_local(served, card.get("root")), max_model_len=max_len,
                    concurrency=concurrency, **kwargs)
 
-    # ------------------------------------------------------------------ HTTP
-
-    def _request(self, method: str, route: str, body: dict | None = None) -> dict:
-        """One call with retries; a one-line :class:`ServerError` quoting the server otherwise."""
-        import httpx
-
-        url = self.base_url + route
-        client = self._http or httpx.Client(timeout=self.timeout, headers=(
-            {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}))
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
-            try:
-                r = client.request(method, url, json=body)
-            except httpx.TimeoutException:
-                if last:
-                    raise ServerError(f"{url} did not answer within {self.timeout:.0f} s "
-                                      f"({self.retries + 1} attempts)") from None
-            except httpx.TransportError as e:
-                if last:
-                    raise ServerError(f"cannot reach {url} ({e}); is the vLLM server running? Start one with "
-                                      "`make vllm-serve MODEL=<name> PORT=<port>`") from None
-            else:
-                if r.status_code < 400:
-                    try:
-                        return r.json()
-                    except json.JSONDecodeError:
-                        raise ServerError(f"{url} did not answer JSON: {r.text[:200]!r}") from None
-                if r.status_code not in RETRY_STATUS or last:
-                    raise ServerError(f"{url} answered HTTP {r.status_code}: {_server_message(r)}")
-            wait = self.backoff * 2 ** attempt
-            log.warning("%s: attempt %d failed; retrying in %.1f s", url, attempt + 1, wait)
-            time.sleep(wait)
-        raise AssertionError("unreachable")
-
     def _completions(self, bodies: list[dict], desc: str, progress: bool) -> list[dict]:
         """POST every body to /completions, ``concurrency`` in flight, answers in input order."""
         bar = progress_bar(len(bodies), desc, progress)
 
         def one(body):
-            out = self._request("POST", "/completions", {"model": self.served, **body})
+            out = self.http.request("POST", "/completions", {"model": self.served, **body})
             bar.update(1)
             return out
 
@@ -234,7 +193,58 @@ class RemoteEngine(BaseEngine):
         return gens
 
     def close(self) -> None:
-        self._http.close()
+        self.http.close()
+
+
+class _Http:
+    """One HTTP client to a server's base URL: calls with retries and back-off on connection errors, timeouts,
+    408 / 429 / 5xx; anything else is a one-line :class:`ServerError` quoting the server."""
+
+    def __init__(self, base_url: str, timeout: float, retries: int, backoff: float, api_key: str | None,
+                 connections: int = 4):
+        import httpx
+
+        self.base_url, self.timeout, self.retries, self.backoff = base_url, timeout, retries, backoff
+        self.client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=connections),
+                                   headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+
+    def __enter__(self) -> "_Http":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(self, method: str, route: str, body: dict | None = None) -> dict:
+        import httpx
+
+        url = self.base_url + route
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                r = self.client.request(method, url, json=body)
+            except httpx.TimeoutException:
+                if last:
+                    raise ServerError(f"{url} did not answer within {self.timeout:.0f} s "
+                                      f"({self.retries + 1} attempts)") from None
+            except httpx.TransportError as e:
+                if last:
+                    raise ServerError(f"cannot reach {url} ({e}); is the vLLM server running? Start one with "
+                                      "`make vllm-serve MODEL=<name> PORT=<port>`") from None
+            else:
+                if r.status_code < 400:
+                    try:
+                        return r.json()
+                    except json.JSONDecodeError:
+                        raise ServerError(f"{url} did not answer JSON: {r.text[:200]!r}") from None
+                if r.status_code not in RETRY_STATUS or last:
+                    raise ServerError(f"{url} answered HTTP {r.status_code}: {_server_message(r)}")
+            wait = self.backoff * 2 ** attempt
+            log.warning("%s: attempt %d failed; retrying in %.1f s", url, attempt + 1, wait)
+            time.sleep(wait)
+        raise AssertionError("unreachable")
 
 
 def _server_message(r) -> str:
