@@ -32,7 +32,7 @@ def test_bench_generate_writes_rows_limits_and_profile(tmp_path, data):
     r = json.loads((out / "results.json").read_text())
     assert set(r["rows"]) == {"batch_1", "batch_2"}
     for b, rows in r["rows"].items():
-        assert set(rows) == {"engine/float32", "engine/float32+ngram", "hf/float32"}
+        assert set(rows) == {"engine/float32", "engine/float32/modules", "engine/float32+ngram", "hf/float32"}
         for m, x in rows.items():
             assert x["tokens"] > 0 and x["tokens_per_s"] == pytest.approx(x["tokens"] / x["seconds"])
             B = 1 if b == "batch_1" else 2
@@ -41,11 +41,14 @@ def test_bench_generate_writes_rows_limits_and_profile(tmp_path, data):
             assert x["share_of_limit"] == pytest.approx(x["tokens_per_s"] / limit)
         assert rows["engine/float32+ngram"]["identical_share"] == 1.0  # speculation: the same greedy text
         assert rows["hf/float32"]["identical_share"] == 1.0  # HF greedy on the same float32 weights
-    p = r["profile"]["float32"]
-    assert p["linears"] == 211 and 0 < p["linear_ms"] and p["rest_ms"] == pytest.approx(p["step_ms"] - p["linear_ms"])
-    assert any(o["op"] == "aten::mm" for o in p["top_ops"]) and p["sample_ms"] > 0
+        assert rows["engine/float32/modules"]["identical_share"] == 1.0  # the fast step: the same text
+    for key, products in (("float32", 121), ("float32/modules", 211)):  # q,k,v and gate,up stacked: 4 per block
+        p = r["profile"][key]
+        assert p["linears"] == products and 0 < p["linear_ms"]
+        assert p["rest_ms"] == pytest.approx(p["step_ms"] - p["linear_ms"])
+        assert any(o["op"] == "aten::mm" for o in p["top_ops"]) and p["sample_ms"] > 0
     report = (out / "report.md").read_text()
-    assert "| 1 | engine/float32 |" in report and "aten::mm" in report and (out / "generate.png").stat().st_size
+    assert "| 1 | engine/float32 |" in report and "| 1 | engine/float32/modules |" in report and "aten::mm" in report and (out / "generate.png").stat().st_size
     assert "engine/float32" in res.output
 
 

@@ -21,6 +21,7 @@ import torch
 
 from trlm.core.base import BaseEngine, GenRow, _Item, progress_bar
 from trlm.core.checkpoint import ModelError
+from trlm.core.fastdecode import FastDecoder, KVBuffers, unsupported
 from trlm.core.models import LoadedModel, decoder_layers, is_served, load_model
 from trlm.core.sampling import sample_next, wmh_sample_logits
 from trlm.core.schema import DecodeState, Direction, GenArgs, Generation, LogLik, Request
@@ -36,7 +37,7 @@ class Engine(BaseEngine):
     in_process = True
 
     def __init__(self, lm: LoadedModel, *, max_batch_tokens: int | None = None, max_batch_size: int = 64,
-                 max_length: int | None = None, max_gen_batch_tokens: int | None = None):
+                 max_length: int | None = None, max_gen_batch_tokens: int | None = None, fast_decode: bool = True):
         self.lm = lm
         self.model = lm.model
         self.tokenizer = lm.tokenizer
@@ -52,6 +53,10 @@ class Engine(BaseEngine):
         cfg_len = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_length = max_length or cfg_len
         self._init_special_tokens(getattr(getattr(self.model, "generation_config", None), "eos_token_id", None))
+        # decoding steps without the module tree (core/fastdecode.py): Llama-architecture models on a CPU; built on
+        # the first prefill (it prepacks or stacks weights); fast_decode=False keeps the module path
+        self.fast_decode = fast_decode
+        self._fast: FastDecoder | None = None
 
     @classmethod
     def load(cls, name_or_path: str, **kwargs) -> "Engine":
@@ -168,10 +173,26 @@ class Engine(BaseEngine):
     # ------------------------------------------------------------------ decoding steps
 
     def prefill(self, seqs: Sequence[Sequence[int]]) -> tuple[DecodeState, torch.Tensor]:
-        """One forward over left-padded model-order id lists; returns the state and each row's last logits (B, V)."""
+        """One forward over left-padded model-order id lists; returns the state and each row's last logits (B, V).
+
+        The forward runs through the model's modules; the state's cache is a :class:`KVBuffers` for the fast
+        decode step when the model takes it (:meth:`_fast_decoder`), else the model's own cache."""
         ids, mask, pos = self._left_pad([list(s) for s in seqs])
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        return DecodeState(out.cache, mask, pos[:, -1] + 1), out.logits[:, -1]
+        fast = self._fast_decoder()
+        cache = KVBuffers.from_cache(out.cache) if fast is not None else out.cache
+        return DecodeState(cache, mask, pos[:, -1] + 1), out.logits[:, -1]
+
+    def _fast_decoder(self) -> FastDecoder | None:
+        """The fast decode step, if this model on this device takes it and no hook needs the module path."""
+        if not self.fast_decode or self.device.type != "cpu" or unsupported(self.model):
+            return None
+        if self._fast is None:
+            self._fast = FastDecoder(self.model)
+            log.debug("%s: fast decode step (%s weights)", self.name, "prepacked" if self._fast.packed else "stacked")
+        else:
+            self._fast.refresh()  # (weights trained in place since the last call)
+        return self._fast if self._fast.hooks_ok() else None
 
     @torch.inference_mode()
     def hidden_states(self, seqs: Sequence[Sequence[int]], layers: Sequence[int],
@@ -217,10 +238,14 @@ class Engine(BaseEngine):
         v = torch.ones_like(tokens) if valid is None else valid.to(tokens.dtype)  # (B, k)
         state.mask = torch.cat([state.mask, v.to(state.mask.dtype)], 1)
         pos = state.next_pos[:, None] + v.cumsum(-1) - v  # (B, k): consecutive positions for the real tokens
-        out = self.model(input_ids=tokens, attention_mask=state.mask, position_ids=pos, cache=state.cache,
-                         use_cache=True)
-        state.cache, state.next_pos = out.cache, state.next_pos + v.sum(-1)
-        return out.logits
+        if isinstance(state.cache, KVBuffers):  # (hooks were checked at prefill: hook the model before generating)
+            logits = self._fast.step(state.cache, tokens, state.mask, pos)
+        else:
+            out = self.model(input_ids=tokens, attention_mask=state.mask, position_ids=pos, cache=state.cache,
+                             use_cache=True)
+            state.cache, logits = out.cache, out.logits
+        state.next_pos = state.next_pos + v.sum(-1)
+        return logits
 
     def sample(self, logits: torch.Tensor, args: GenArgs, seed: torch.Tensor, sample: torch.Tensor,
                step: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,9 @@
 The same chat prompts (AlpacaEval dev instructions, ``--data``), greedy, ``--max-new-tokens`` new tokens, on the
 embedded SmolLM2-135M-Instruct; rows:
 
-* ``engine/<dtype>``            ``Engine.generate`` (bf16 and float32);
+* ``engine/<dtype>``            ``Engine.generate`` (bf16 and float32), its decode step the fast one
+                                (:mod:`trlm.core.fastdecode`) where the model takes it;
+* ``engine/<dtype>/modules``    the same through the model's modules (``fast_decode=False``; ``--module-path``);
 * ``engine/<dtype>+<drafter>``  ``speculative_generate`` with that drafter (``--speculative``; same text as plain);
 * ``hf/<dtype>``                Hugging Face ``model.generate`` on the same weights (greedy, left-padded batch);
 * ``vllm``                      a vLLM server (``--vllm URL``; requests one at a time, then all at once).
@@ -19,8 +21,9 @@ The memory limit: a decode step reads every weight of the linear layers (output 
 the batch, so it cannot run faster than ``bandwidth / weight bytes`` steps per second; the bandwidth is a
 ``torch.sum`` over 512 MB on the engine's threads (best of 5, before and after the rows). Each row's share = its
 steps/s over that limit.
-The profile: one decode step's wall time split into its linear layers (the same modules on the same shapes,
-alone) and the rest (attention, norms, rotary, cache, Python), and torch.profiler's top operators.
+The profile (fast step and module path): one decode step's wall time split into its weight products (the same
+products on the same shapes, alone) and the rest (attention, norms, rotary, cache, Python), and torch.profiler's
+top operators.
 """
 
 from __future__ import annotations
@@ -92,8 +95,9 @@ def profile_step(eng, prompt: str, steps: int, top: int = 8) -> dict:
     for _ in range(steps):
         eng.decode_step(state, tok)
     step_ms = (time.perf_counter() - t0) / steps * 1e3
-    lins = [m for m in eng.model.modules() if isinstance(m, torch.nn.Linear)]
-    xs = [torch.randn(1, 1, m.in_features, dtype=m.weight.dtype) for m in lins]
+    fast = eng._fast_decoder()  # the products the step runs: stacked / prepacked (fast step) or the modules
+    lins = fast.products() if fast is not None else [m for m in eng.model.modules() if isinstance(m, torch.nn.Linear)]
+    xs = [torch.randn(1, 1, m.in_features, dtype=eng.lm.dtype) for m in lins]
     for m, x in zip(lins, xs):
         m(x)
     t0 = time.perf_counter()
@@ -124,7 +128,7 @@ def run_generate_bench(out: str | Path, data: str | Path, *, prompts: int = 16, 
                        max_new_tokens: int = 64, max_prompt_tokens: int = 256,
                        dtypes: Sequence[str] = ("bfloat16", "float32"), speculative: Sequence[str] = ("ngram",),
                        hf: bool = True, vllm: str | None = None, repeats: int = 1, profile_steps: int = 16,
-                       threads: int | None = None) -> dict:
+                       threads: int | None = None, module_path: bool = True) -> dict:
     """Time every row at batch 1 and batch ``prompts``; write ``results.json``, ``report.md`` and ``generate.png``."""
     from trlm.core.engine import Engine, load_engine
     from trlm.speculative.decode import speculative_generate
@@ -141,11 +145,15 @@ def run_generate_bench(out: str | Path, data: str | Path, *, prompts: int = 16, 
         torch.set_num_threads(threads)
     out, data = Path(out), Path(data)
     engines = {dt: Engine.load(TARGET, dtype=dt) for dt in dtypes}
+    modules = {dt: Engine(e.lm, fast_decode=False) for dt, e in engines.items()} if module_path else {}
     texts = bench_prompts(data, prompts, max_prompt_tokens, next(iter(engines.values())))
     args = GenArgs(max_new_tokens=max_new_tokens, temperature=0)
     runners = {}  # row -> run(list of prompts) -> generated ids per prompt
     for dt, eng in engines.items():
         runners[f"engine/{dt}"] = lambda ps, e=eng: [list(g[0].token_ids) for g in e.generate(ps, args)]
+        if dt in modules:  # the same engine through the model's modules (the decode step before core/fastdecode)
+            runners[f"engine/{dt}/modules"] = lambda ps, e=modules[dt]: [
+                list(g[0].token_ids) for g in e.generate(ps, args)]
         for spec in speculative:
             runners[f"engine/{dt}+{spec}"] = lambda ps, e=eng, s=spec: [
                 list(g[0].token_ids) for g in speculative_generate(e, ps, args, s)[0]]
@@ -187,11 +195,12 @@ def run_generate_bench(out: str | Path, data: str | Path, *, prompts: int = 16, 
                 "tokens": tokens, "seconds": sec, "tokens_per_s": tokens / sec, "limit_tokens_per_s": limit,
                 "share_of_limit": tokens / sec / limit, "dtype": dt, "identical_to": ref, "identical_share": same}
     profile = {dt: profile_step(e, texts[0], profile_steps) for dt, e in engines.items()}
+    profile.update({f"{dt}/modules": profile_step(e, texts[0], profile_steps) for dt, e in modules.items()})
     machine = {"threads": torch.get_num_threads(), "bandwidth_gbs": bw, "weight_bytes": wbytes,
                "load_average": _loadavg()}
     config = {"model": TARGET, "prompts": prompts, "batch1_prompts": batch1_prompts, "max_new_tokens": max_new_tokens,
               "max_prompt_tokens": max_prompt_tokens, "dtypes": list(dtypes), "speculative": list(speculative),
-              "hf": hf, "vllm": vllm, "repeats": repeats, "profile_steps": profile_steps,
+              "hf": hf, "vllm": vllm, "repeats": repeats, "profile_steps": profile_steps, "module_path": module_path,
               "threads": torch.get_num_threads()}
     results = {"config": config, "machine": machine, "rows": rows, "profile": profile}
     write_results(out, results)

@@ -134,6 +134,8 @@ def bench_generate_cmd(
     profile_steps: int = typer.Option(16, help="Decode steps timed and profiled per dtype."),
     threads: Optional[int] = typer.Option(None, help="Torch threads (default: torch's, one per core); on a machine "
                                           "other jobs share, 1 avoids OpenMP threads waiting on each other."),
+    module_path: bool = typer.Option(True, help="Also time the engine through the model's modules (no fast decode "
+                                     "step), side by side."),
 ):
     """Decode tokens/s of the engine (bf16, float32, speculative) vs HF generate and vLLM, and the memory limit."""
     from trlm.speculative.bench_generate import run_generate_bench
@@ -143,5 +145,5 @@ def bench_generate_cmd(
                        dtypes=split_list(dtypes, "--dtypes"),
                        speculative=split_list(speculative, "--speculative"),
                        hf=hf, vllm=vllm, repeats=repeats, profile_steps=profile_steps,
-                       threads=threads)
+                       threads=threads, module_path=module_path)
     echo_report(out)
