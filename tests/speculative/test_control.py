@@ -1,11 +1,12 @@
-"""The draft-length controller: costs measured from round wall times, per-row fallback to plain decoding and
-probing, and n-gram drafts as long as the copied span (pure algorithm: hand-set times and acceptances)."""
+"""The draft-length controller: costs measured from round wall times, one draft length per batch, fallback to
+plain decoding and probing, and n-gram drafts as long as the copied span (pure algorithm: hand-set times and
+acceptances)."""
 
 from __future__ import annotations
 
 import pytest
 
-from trlm.speculative.decode import PROBE, VERIFY_COST, RoundClock, RowControl, draft_length
+from trlm.speculative.decode import PROBE, VERIFY_COST, BatchControl, RoundClock, batch_draft_length, draft_length
 
 
 def test_round_clock_turns_measured_seconds_into_a_cost_per_drafted_token():
@@ -20,21 +21,38 @@ def test_round_clock_turns_measured_seconds_into_a_cost_per_drafted_token():
     assert clock.cost() == pytest.approx((0.160 + 0.004) / 4 / 0.040, rel=1e-3)
 
 
-def test_a_row_whose_drafts_do_not_pay_decodes_plainly_and_probes_with_backoff():
-    row = RowControl(k=4)
+def test_a_batch_whose_drafts_do_not_pay_decodes_plainly_and_probes_with_backoff():
+    ctl = BatchControl(k=4, longest=8)
     for _ in range(3):  # nothing accepted at an expensive verify: drafting stops
-        row.update(0, row.k, cost=0.5, longest=8)
-    assert row.k == 0
+        ctl.update([0], [0], [ctl.k], cost=0.5)
+    assert ctl.k == 0
     ks = []
     for _ in range(60):  # plain rounds with 1-token probes that fail: each wait is twice the last
-        ks.append(row.k)
-        row.update(0, row.k, cost=0.5, longest=8)
+        ks.append(ctl.k)
+        ctl.update([0], [0], [ctl.k], cost=0.5)
     probes = [i for i, k in enumerate(ks) if k]
     assert all(ks[i] == 1 for i in probes) and probes[0] < PROBE
     assert [b - a for a, b in zip(probes, probes[1:])] == [2 * PROBE, 4 * PROBE, 8 * PROBE]
+    ctl.longest = 16
     for _ in range(12):  # drafts that are accepted make it draft again, long ones at a low cost
-        row.update(row.k, row.k, cost=0.05, longest=16)
-    assert row.k == 16 and row.beta > 0.95
+        ctl.update([0], [ctl.k], [ctl.k], cost=0.05)
+    assert ctl.k == 16 and ctl.beta[0] > 0.95
+
+
+def test_one_draft_length_serves_the_whole_batch():
+    # one row copies well, seven do not: at a cost per drafted position that one good row repays, the batch drafts
+    # (the other rows ride along for free); at a cost only a full batch of good rows would repay, it decodes plainly
+    betas = [0.95] + [0.05] * 7
+    assert batch_draft_length(betas, cost=0.02, longest=8) > 0
+    assert batch_draft_length(betas, cost=0.3, longest=8) == 0
+    assert batch_draft_length([0.95] * 8, cost=0.3, longest=8) > 0
+    assert batch_draft_length([0.7], cost=0.1, longest=8) == draft_length(0.7, 4, 0.1, longest=8)
+    ctl = BatchControl(k=4, longest=8)  # rows that leave the batch no longer count
+    for _ in range(5):
+        ctl.update([0, 1], [0, 4], [4, 4], cost=0.25)
+    assert ctl.k > 0 and ctl.beta[0] < 0.2 < 0.9 < ctl.beta[1]
+    ctl.update([0], [0], [ctl.k], cost=0.25)
+    assert ctl.k == 0
 
 
 def test_draft_length_reaches_the_longest_span_when_drafts_are_cheap_and_right():

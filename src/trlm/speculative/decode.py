@@ -133,7 +133,7 @@ def speculative_generate(
 
     Args:
         drafter: ``"ngram"`` / ``"ngram:N"``, ``"early-exit:K"``, a model name or path, or a :class:`Drafter`.
-        gamma: draft length (with ``adaptive``, each row's starting length, then :class:`RowControl` decides from
+        gamma: draft length (with ``adaptive``, the starting length, then :class:`BatchControl` decides from
             the measured cost of a round, :class:`RoundClock`; the n-gram drafter may reach 4 * gamma).
         scheme: ``gumbel`` / ``wmh`` (DISD; output == plain generation with ``GenArgs(sampler=scheme)``) or
             ``leviathan`` (ratio test; target-distributed, drafter-dependent).
@@ -176,7 +176,7 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
     seed = torch.tensor([it.seed for it in batch], device=dev)
     sample = torch.tensor([it.sample for it in batch], device=dev)
     longest = 4 * gamma if isinstance(drafter, NgramDrafter) else 2 * gamma  # a copied span may run long
-    ctl = [RowControl(gamma) for _ in rows]  # per-row draft length and acceptance estimate
+    ctl = BatchControl(gamma, longest)  # the batch's draft length from its rows' acceptance
     clock = RoundClock(drafter.cost)  # measured seconds of a round's parts -> the cost of a drafted token
     forced: dict[int, int] = {}  # leviathan: the correction / bonus token decided by the last verify
     ratio_test = scheme == "leviathan" and args.temperature > 0
@@ -208,7 +208,7 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
         y0 = torch.tensor([rows[r].gen[-1] for r in alive], device=dev)
         step = torch.tensor([rows[r].step - 1 for r in alive], device=dev)  # y0's step
         # 2. drafts (never past max_new_tokens)
-        want = [min(ctl[r].k if adaptive else gamma, args.max_new_tokens - rows[r].step) for r in alive]
+        want = [min(ctl.k if adaptive else gamma, args.max_new_tokens - rows[r].step) for r in alive]
         drafting = max(want) > 0
         t0 = time.perf_counter()
         if drafting:
@@ -241,8 +241,8 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
                     stats.tracked = True
                     p = sampling_probs(logits[i, k:k + 1], args)[0]
                     stats.expected[k] += float(CLOSED_FORM[scheme](p, qs[i][k].to(p.device)))
-            if adaptive:
-                ctl[r].update(acc[i], n[i], clock.cost(), longest)
+        if adaptive:
+            ctl.update(alive, acc, n, clock.cost())
         # 5. roll back: keep [y0, accepted drafts] in the target cache; L = logits after the last accepted token
         keep = torch.tensor([a + 1 for a in acc], device=dev)
         L = logits[torch.arange(len(alive), device=dev), keep - 1]
@@ -262,10 +262,19 @@ def draft_length(beta: float, gamma: int, cost: float, longest: int | None = Non
     """The draft length k in [0, longest] (default 2 * gamma) that maximises expected tokens per unit of time,
     (1 + beta + ... + beta^k) / (1 + cost * k), for per-position acceptance ``beta`` and a cost per drafted token
     (verification plus drafting) in decode steps. 0 means: do not speculate, decode plainly."""
-    best, best_k, tokens = 1.0, 0, 1.0
-    for k in range(1, (longest or 2 * gamma) + 1):
-        tokens += beta ** k
-        if tokens / (1 + cost * k) > best + 1e-9:
+    return batch_draft_length([beta], cost, longest or 2 * gamma)
+
+
+def batch_draft_length(betas: Sequence[float], cost: float, longest: int) -> int:
+    """One draft length for a batch whose rows accept with ``betas``: a verify forward is as wide as its widest
+    row, so every row pays for k drafted positions and may as well draft k. Maximises the batch's expected tokens
+    per unit of time, sum_r (1 + b_r + ... + b_r^k) / (1 + cost * k); 0: decode plainly."""
+    best, best_k = float(len(betas)), 0
+    tokens, powers = float(len(betas)), [1.0] * len(betas)
+    for k in range(1, longest + 1):
+        powers = [p * b for p, b in zip(powers, betas)]
+        tokens += sum(powers)
+        if tokens / (1 + cost * k) > best * (1 + 1e-9):
             best, best_k = tokens / (1 + cost * k), k
     return best_k
 
@@ -307,26 +316,30 @@ class RoundClock:
         return verify + draft
 
 
-@dataclass
-class RowControl:
-    """One row's draft length ``k`` (0: plain decoding) and acceptance estimate ``beta``. A row whose drafts stop
-    paying decodes plainly and probes with one draft token after ``PROBE`` plain rounds, waiting twice as long
-    after each probe that did not pay (up to 64 rounds)."""
+class BatchControl:
+    """The draft length ``k`` of a batch's next round (0: plain decoding) from each row's acceptance estimate and
+    the measured cost of a drafted position (:func:`batch_draft_length`). When drafting does not pay, the batch
+    decodes plainly and probes with one draft token after ``PROBE`` plain rounds, waiting twice as long after each
+    probe that did not pay (up to 64 rounds). Deciding per batch, not per row, matters: rows probing or drafting
+    on their own would make almost every verify forward wide while few rows gain from it."""
 
-    k: int
-    beta: float = 0.5
-    idle: int = 0
-    wait: int = PROBE
-    probing: bool = False
+    BETA0 = 0.5  # prior acceptance of a row's drafts
 
-    def update(self, accepted: int, proposed: int, cost: float, longest: int) -> None:
-        if proposed:
-            self.beta = 0.7 * self.beta + 0.3 * accepted / min(accepted + 1, proposed)
-        k = draft_length(self.beta, max(1, longest // 2), cost, longest)
+    def __init__(self, k: int, longest: int):
+        self.k, self.longest = k, longest
+        self.beta: dict[int, float] = {}
+        self.idle, self.wait, self.probing = 0, PROBE, False
+
+    def update(self, rows: Sequence[int], accepted: Sequence[int], proposed: Sequence[int], cost: float) -> None:
+        """After a round: rows (ids) still generating, each one's accepted and proposed drafts."""
+        for r, a, p in zip(rows, accepted, proposed):
+            if p:
+                self.beta[r] = 0.7 * self.beta.get(r, self.BETA0) + 0.3 * a / min(a + 1, p)
+        k = batch_draft_length([self.beta.get(r, self.BETA0) for r in rows], cost, self.longest)
         if k:
             self.k, self.idle, self.wait, self.probing = k, 0, PROBE, False
             return
-        if self.probing and proposed:
+        if self.probing and any(proposed):
             self.wait, self.probing = min(64, 2 * self.wait), False
         self.idle += 1
         self.k = 0
