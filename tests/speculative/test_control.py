@@ -9,16 +9,24 @@ import pytest
 from trlm.speculative.decode import PROBE, VERIFY_COST, BatchControl, RoundClock, batch_draft_length, draft_length
 
 
-def test_round_clock_turns_measured_seconds_into_a_cost_per_drafted_token():
+def test_round_clock_turns_measured_round_times_into_a_cost_per_drafted_token():
     clock = RoundClock(drafter_cost=0.0)
-    assert clock.cost() == pytest.approx(VERIFY_COST)  # nothing measured: the prior
-    clock.observe(0, 0.040, 0.0)  # a plain round: 40 ms
-    clock.observe(4, 0.060, 0.004)  # 4 drafted positions: the forward 20 ms longer, the drafter 4 ms
-    # (20 ms + 4 ms) / 4 positions = 6 ms per drafted token = 0.15 of a plain round
-    assert clock.cost() == pytest.approx(0.15)
+    assert clock.cost() == pytest.approx(VERIFY_COST) and clock.wants_plain_round()  # nothing measured: the prior
+    clock.observe(4, rows=1, seconds=0.064)  # a drafted round before any plain one cannot be split: ignored
+    assert clock.cost() == pytest.approx(VERIFY_COST)
+    clock.observe(0, rows=1, seconds=0.040)  # a plain round: 40 ms
+    assert not clock.wants_plain_round()
+    clock.observe(4, rows=1, seconds=0.064)  # 4 drafted positions made the round 24 ms longer
+    assert clock.cost() == pytest.approx(0.024 / 4 / 0.040)  # 6 ms per drafted token = 0.15 of a plain round
     for _ in range(30):  # verifying grows expensive (a loaded machine): the cost follows the measurements
-        clock.observe(4, 0.200, 0.004)
-    assert clock.cost() == pytest.approx((0.160 + 0.004) / 4 / 0.040, rel=1e-3)
+        clock.observe(4, rows=1, seconds=0.200)
+        if clock.wants_plain_round():  # every REFRESH drafted rounds a plain one re-measures the step
+            clock.observe(0, rows=1, seconds=0.040)
+    assert clock.cost() == pytest.approx(0.160 / 4 / 0.040, rel=1e-3)
+    clock.observe(4, rows=8, seconds=0.5)  # the batch changed: its plain round must be measured again
+    assert clock.wants_plain_round()
+    clock.observe(0, rows=8, seconds=0.100)
+    assert clock.step == pytest.approx(0.100) and not clock.wants_plain_round()
 
 
 def test_a_batch_whose_drafts_do_not_pay_decodes_plainly_and_probes_with_backoff():

@@ -183,6 +183,17 @@ class Engine(BaseEngine):
         cache = KVBuffers.from_cache(out.cache) if fast is not None else out.cache
         return DecodeState(cache, mask, pos[:, -1] + 1), out.logits[:, -1]
 
+    def prefill_shared(self, seqs: Sequence[Sequence[int]]) -> tuple[DecodeState, torch.Tensor]:
+        """:meth:`prefill` with one forward per distinct sequence, its cache rows copied to every row that repeats
+        it (a prompt's n samples); the same state and logits as prefilling every row."""
+        unique: dict[tuple[int, ...], int] = {}
+        owner = torch.tensor([unique.setdefault(tuple(s), len(unique)) for s in seqs], device=self.device)
+        state, logits = self.prefill(list(unique))
+        if len(unique) < len(seqs):
+            state.select(owner)
+            logits = logits[owner]
+        return state, logits
+
     def _fast_decoder(self) -> FastDecoder | None:
         """The fast decode step, if this model on this device takes it and no hook needs the module path."""
         if not self.fast_decode or self.device.type != "cpu" or unsupported(self.model):
@@ -260,13 +271,7 @@ class Engine(BaseEngine):
     @torch.inference_mode()
     def _generate_batch(self, batch: list[_Item], args: GenArgs, d: Direction) -> list[Generation]:
         B = len(batch)
-        # samples of one prompt share its prefill: run each distinct prompt once, then copy its cache rows
-        unique: dict[tuple[int, ...], int] = {}
-        owner = torch.tensor([unique.setdefault(tuple(it.prefix), len(unique)) for it in batch], device=self.device)
-        state, logits = self.prefill(list(unique))
-        logits = logits[owner]  # (B, V)
-        if len(unique) < B:
-            state.select(owner)
+        state, logits = self.prefill_shared([it.prefix for it in batch])  # samples of one prompt: one prefill
         seed = torch.tensor([it.seed for it in batch], dtype=torch.long, device=self.device)
         sample = torch.tensor([it.sample for it in batch], dtype=torch.long, device=self.device)
         rows = [GenRow(self, args, d) for _ in batch]

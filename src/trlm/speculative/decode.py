@@ -168,7 +168,7 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
     dev = target.device
     rows = [GenRow(target, args, d) for _ in batch]
     prefixes = [list(it.prefix) for it in batch]
-    state, L = target.prefill(prefixes)  # L (B, V): the logits for step 0 of every row
+    state, L = target.prefill_shared(prefixes)  # L (B, V): the logits for step 0 of every row
     stats.target_calls += 1
     stats.row_calls += len(prefixes)
     drafter.begin(prefixes)
@@ -177,7 +177,7 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
     sample = torch.tensor([it.sample for it in batch], device=dev)
     longest = 4 * gamma if isinstance(drafter, NgramDrafter) else 2 * gamma  # a copied span may run long
     ctl = BatchControl(gamma, longest)  # the batch's draft length from its rows' acceptance
-    clock = RoundClock(drafter.cost)  # measured seconds of a round's parts -> the cost of a drafted token
+    clock = RoundClock(drafter.cost)  # measured seconds of whole rounds -> the cost of a drafted token
     forced: dict[int, int] = {}  # leviathan: the correction / bonus token decided by the last verify
     ratio_test = scheme == "leviathan" and args.temperature > 0
 
@@ -191,6 +191,7 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
             alive, L, seed, sample = [alive[i] for i in keep], L[idx], seed[idx], sample[idx]
 
     while alive:
+        t0 = time.perf_counter()
         # 1. the target's own sample for step s (the previous round's correction or bonus token)
         step = torch.tensor([rows[r].step for r in alive], device=dev)
         y0 = target.sample(L, args, seed, sample, step)
@@ -208,14 +209,13 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
         y0 = torch.tensor([rows[r].gen[-1] for r in alive], device=dev)
         step = torch.tensor([rows[r].step - 1 for r in alive], device=dev)  # y0's step
         # 2. drafts (never past max_new_tokens)
-        want = [min(ctl.k if adaptive else gamma, args.max_new_tokens - rows[r].step) for r in alive]
+        width = (0 if clock.wants_plain_round() else ctl.k) if adaptive else gamma
+        want = [min(width, args.max_new_tokens - rows[r].step) for r in alive]
         drafting = max(want) > 0
-        t0 = time.perf_counter()
         if drafting:
             drafts, qs = drafter.propose([prefixes[r] + rows[r].gen for r in alive], want, args, seed, sample, step)
         else:  # every row decodes plainly this round
             drafts, qs = [[]] * len(alive), None
-        t1 = time.perf_counter()
         n = [len(x) for x in drafts]
         G = max(n)
         # 3. one target forward over [y0, d_1..d_G] (ragged rows padded and masked)
@@ -228,7 +228,6 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
         stats._grow(G)
         # 4. accept while the draft equals the target's coupled sample
         acc = _accept(target, logits, drafts, qs, args, seed, sample, step, ratio_test, forced, alive)
-        clock.observe(G, time.perf_counter() - t1, t1 - t0)  # (_accept has read the logits: the forward is done)
         for i, r in enumerate(alive):
             if acc[i]:
                 lps = logits[i, :acc[i]].float().log_softmax(-1)  # (a, V): log-probs of the accepted drafts
@@ -242,7 +241,7 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
                     p = sampling_probs(logits[i, k:k + 1], args)[0]
                     stats.expected[k] += float(CLOSED_FORM[scheme](p, qs[i][k].to(p.device)))
         if adaptive:
-            ctl.update(alive, acc, n, clock.cost())
+            ctl.update(alive, acc, n, clock.cost(), asked=drafting)
         # 5. roll back: keep [y0, accepted drafts] in the target cache; L = logits after the last accepted token
         keep = torch.tensor([a + 1 for a in acc], device=dev)
         L = logits[torch.arange(len(alive), device=dev), keep - 1]
@@ -250,6 +249,7 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
             state.keep_tail(1 + G, keep)
         if drafting:
             drafter.accepted(acc)
+        clock.observe(G, len(alive), time.perf_counter() - t0)
         drop_done()
     return [r.result() for r in rows]
 
@@ -265,55 +265,65 @@ def draft_length(beta: float, gamma: int, cost: float, longest: int | None = Non
     return batch_draft_length([beta], cost, longest or 2 * gamma)
 
 
-def batch_draft_length(betas: Sequence[float], cost: float, longest: int) -> int:
+def batch_draft_length(betas: Sequence[float], cost: float, longest: int,
+                       avail: Sequence[float] | None = None) -> int:
     """One draft length for a batch whose rows accept with ``betas``: a verify forward is as wide as its widest
     row, so every row pays for k drafted positions and may as well draft k. Maximises the batch's expected tokens
-    per unit of time, sum_r (1 + b_r + ... + b_r^k) / (1 + cost * k); 0: decode plainly."""
+    per unit of time, sum_r 1 + a_r (b_r + ... + b_r^k), over 1 + cost * k, where ``avail`` a_r is how often row
+    r has a draft at all when asked (an n-gram drafter proposes nothing without a match; default 1); 0: decode
+    plainly."""
+    avail = [1.0] * len(betas) if avail is None else avail
     best, best_k = float(len(betas)), 0
     tokens, powers = float(len(betas)), [1.0] * len(betas)
     for k in range(1, longest + 1):
         powers = [p * b for p, b in zip(powers, betas)]
-        tokens += sum(powers)
+        tokens += sum(a * p for a, p in zip(avail, powers))
         if tokens / (1 + cost * k) > best * (1 + 1e-9):
             best, best_k = tokens / (1 + cost * k), k
     return best_k
 
 
 class RoundClock:
-    """What a round costs, measured: moving averages (seconds) of a round without drafts (``step``: the target
-    forward of one token per row and the round's own work), of each drafted position the verify forward adds
-    (``verify``), and of each drafted position the drafter spends (``draft``). Until a part has been measured its
-    prior stands in (``VERIFY_COST`` and the drafter's ``cost``, in decode steps)."""
+    """What a round costs, measured: moving averages of a whole round's seconds (sampling, committing, drafting,
+    the verify forward, acceptance, rollback) without drafts (``step``) and of what each drafted position adds
+    (``extra``), for the current batch size. A batch that has drafted for ``REFRESH`` rounds runs one plain round
+    to measure ``step`` again (a verify forward's width is not free: at batch 8 in float32 three tokens per row
+    cost 1.3 plain steps, and a wrong ``step`` made drafting look cheap). Until both are measured the prior stands
+    in (``VERIFY_COST`` plus the drafter's ``cost``, in plain rounds)."""
 
     RATE = 0.25  # weight of the newest round in the averages
+    REFRESH = 16  # drafted rounds between plain rounds that re-measure ``step``
 
     def __init__(self, drafter_cost: float):
         self.drafter_cost = drafter_cost
         self.step: float | None = None
-        self.verify: float | None = None
-        self.draft: float | None = None
+        self.extra: float | None = None
+        self.rows = 0  # batch size the averages were measured at
+        self.since_plain = 0
 
     def _avg(self, old: float | None, new: float) -> float:
         return new if old is None else (1 - self.RATE) * old + self.RATE * new
 
-    def observe(self, drafted: int, verify_s: float, draft_s: float) -> None:
-        """One round: the widest row's drafts ``drafted``, the seconds of the verify forward and acceptance, and
-        of the drafter's proposal."""
+    def wants_plain_round(self) -> bool:
+        """Whether the next round should run without drafts to (re-)measure a plain round."""
+        return self.step is None or self.since_plain >= self.REFRESH
+
+    def observe(self, drafted: int, rows: int, seconds: float) -> None:
+        """One whole round of ``rows`` rows whose widest row drafted ``drafted`` positions."""
+        if rows != self.rows:  # rows left the batch: a plain round costs less now; measure it again
+            self.rows, self.step = rows, None
         if not drafted:
-            self.step = self._avg(self.step, verify_s + draft_s)
+            self.step, self.since_plain = self._avg(self.step, seconds), 0
             return
-        if self.step is None:  # no plain round yet: split the forward by the prior
-            self.step = verify_s / (1 + VERIFY_COST * drafted)
-        self.verify = self._avg(self.verify, max(0.0, verify_s - self.step) / drafted)
-        self.draft = self._avg(self.draft, draft_s / drafted)
+        self.since_plain += 1
+        if self.step is not None:
+            self.extra = self._avg(self.extra, max(0.0, seconds - self.step) / drafted)
 
     def cost(self) -> float:
         """Seconds per drafted position (verify + draft) in units of a plain round."""
-        if self.step is None:
+        if self.step is None or self.extra is None:
             return VERIFY_COST + self.drafter_cost
-        verify = VERIFY_COST if self.verify is None else self.verify / self.step
-        draft = self.drafter_cost if self.draft is None else self.draft / self.step
-        return verify + draft
+        return self.extra / self.step
 
 
 class BatchControl:
@@ -328,14 +338,21 @@ class BatchControl:
     def __init__(self, k: int, longest: int):
         self.k, self.longest = k, longest
         self.beta: dict[int, float] = {}
+        self.avail: dict[int, float] = {}  # how often a row had a draft when the batch drafted
         self.idle, self.wait, self.probing = 0, PROBE, False
 
-    def update(self, rows: Sequence[int], accepted: Sequence[int], proposed: Sequence[int], cost: float) -> None:
-        """After a round: rows (ids) still generating, each one's accepted and proposed drafts."""
+    def update(self, rows: Sequence[int], accepted: Sequence[int], proposed: Sequence[int], cost: float,
+               asked: bool | None = None) -> None:
+        """After a round: rows (ids) still generating, each one's accepted and proposed drafts; ``asked``: whether
+        the rows were asked for drafts this round (default: whether any row proposed)."""
+        asked = any(proposed) if asked is None else asked
         for r, a, p in zip(rows, accepted, proposed):
             if p:
                 self.beta[r] = 0.7 * self.beta.get(r, self.BETA0) + 0.3 * a / min(a + 1, p)
-        k = batch_draft_length([self.beta.get(r, self.BETA0) for r in rows], cost, self.longest)
+            if asked:
+                self.avail[r] = 0.7 * self.avail.get(r, 1.0) + 0.3 * (p > 0)
+        k = batch_draft_length([self.beta.get(r, self.BETA0) for r in rows], cost, self.longest,
+                               [self.avail.get(r, 1.0) for r in rows])
         if k:
             self.k, self.idle, self.wait, self.probing = k, 0, PROBE, False
             return

@@ -121,7 +121,7 @@ class ModelDrafter:
 
     def begin(self, prefixes: list[list[int]]) -> None:
         # the cache holds each row's prefix but its last id, which the first draft step feeds (it yields q_1)
-        self.state, _ = self.engine.prefill([p[:-1] if len(p) > 1 else p for p in prefixes])
+        self.state, _ = self.engine.prefill_shared([p[:-1] if len(p) > 1 else p for p in prefixes])
         self.fed = [len(p) - 1 if len(p) > 1 else len(p) for p in prefixes]  # history ids already in the cache
         self.forwards += 1
 
