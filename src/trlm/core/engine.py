@@ -240,21 +240,27 @@ class Engine(BaseEngine):
             bar.close()
         return out  # type: ignore[return-value]
 
-    def decode_step(self, state: DecodeState, tokens: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def decode_step(self, state: DecodeState, tokens: torch.Tensor, valid: torch.Tensor | None = None,
+                    last_only: bool = False) -> torch.Tensor:
         """Append ``tokens`` (B, k) to every row of ``state``; one forward; logits (B, k, V) after each token.
 
         ``valid`` (B, k) marks the real tokens of ragged rows (the rest is padding: masked, no position used).
+        ``last_only``: only the logits after each row's last real token, (B, 1, V) (a drafter catching up on a
+        backlog needs no others).
         """
         B, k = tokens.shape
         v = torch.ones_like(tokens) if valid is None else valid.to(tokens.dtype)  # (B, k)
         state.mask = torch.cat([state.mask, v.to(state.mask.dtype)], 1)
         pos = state.next_pos[:, None] + v.cumsum(-1) - v  # (B, k): consecutive positions for the real tokens
+        last = v.sum(-1) - 1 if last_only else None  # (B,) index of each row's last real token
         if isinstance(state.cache, KVBuffers):  # (hooks were checked at prefill: hook the model before generating)
-            logits = self._fast.step(state.cache, tokens, state.mask, pos)
+            logits = self._fast.step(state.cache, tokens, state.mask, pos, keep=last)
         else:
             out = self.model(input_ids=tokens, attention_mask=state.mask, position_ids=pos, cache=state.cache,
                              use_cache=True)
             state.cache, logits = out.cache, out.logits
+            if last is not None:
+                logits = logits[torch.arange(B, device=logits.device), last][:, None]
         state.next_pos = state.next_pos + v.sum(-1)
         return logits
 

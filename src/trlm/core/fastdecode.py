@@ -232,9 +232,11 @@ class FastDecoder:
         return out.reshape(B, -1, n, D).transpose(1, 2).contiguous()
 
     @torch.inference_mode()
-    def step(self, cache: KVBuffers, tokens: torch.Tensor, mask2d: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def step(self, cache: KVBuffers, tokens: torch.Tensor, mask2d: torch.Tensor, pos: torch.Tensor,
+             keep: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, q, V) after each of ``tokens`` (B, q); ``mask2d`` (B, cached + q) marks real tokens,
-        ``pos`` (B, q) their position ids. Writes the tokens' keys and values into ``cache``."""
+        ``pos`` (B, q) their position ids. Writes the tokens' keys and values into ``cache``. ``keep`` (B,): only
+        the logits after token ``keep[b]`` of each row, (B, 1, V) (the output head is a fifth of the weights)."""
         inner = self.model.model
         B, n = tokens.shape
         h = F.embedding(tokens, inner.embed_tokens.weight)
@@ -258,4 +260,6 @@ class FastDecoder:
                 if out is not None:
                     h = out[0] if isinstance(out, tuple) else out
         cache.length += n
+        if keep is not None:
+            h = h[torch.arange(B, device=h.device), keep][:, None]
         return self.head(self._norm(h, inner.norm.weight))

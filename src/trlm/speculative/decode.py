@@ -176,8 +176,11 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
     seed = torch.tensor([it.seed for it in batch], device=dev)
     sample = torch.tensor([it.sample for it in batch], device=dev)
     longest = 4 * gamma if isinstance(drafter, NgramDrafter) else 2 * gamma  # a copied span may run long
-    ctl = BatchControl(gamma, longest)  # the batch's draft length from its rows' acceptance
     clock = RoundClock(drafter.cost)  # measured seconds of whole rounds -> the cost of a drafted token
+    # the batch's draft length from its rows' acceptance; a drafter that costs forwards starts at the length its
+    # prior cost justifies (a free one at gamma)
+    start = gamma if not drafter.cost else min(gamma, batch_draft_length([BatchControl.BETA0], clock.cost(), gamma))
+    ctl = BatchControl(start, longest)
     forced: dict[int, int] = {}  # leviathan: the correction / bonus token decided by the last verify
     ratio_test = scheme == "leviathan" and args.temperature > 0
 
@@ -339,7 +342,8 @@ class BatchControl:
         self.k, self.longest = k, longest
         self.beta: dict[int, float] = {}
         self.avail: dict[int, float] = {}  # how often a row had a draft when the batch drafted
-        self.idle, self.wait, self.probing = 0, PROBE, False
+        # a batch whose prior already says drafting does not pay waits longer for its first probe
+        self.idle, self.wait, self.probing = 0, PROBE if k else 4 * PROBE, False
 
     def update(self, rows: Sequence[int], accepted: Sequence[int], proposed: Sequence[int], cost: float,
                asked: bool | None = None) -> None:

@@ -120,13 +120,16 @@ class ModelDrafter:
         self.forwards = 0
 
     def begin(self, prefixes: list[list[int]]) -> None:
-        # the cache holds each row's prefix but its last id, which the first draft step feeds (it yields q_1)
-        self.state, _ = self.engine.prefill_shared([p[:-1] if len(p) > 1 else p for p in prefixes])
-        self.fed = [len(p) - 1 if len(p) > 1 else len(p) for p in prefixes]  # history ids already in the cache
-        self.forwards += 1
+        # the cache will hold each row's prefix but its last id, which the first draft step feeds (it yields q_1);
+        # it is filled on the first proposal, so a batch that never drafts never pays the drafter's prefill
+        self.state, self.pending = None, [p[:-1] if len(p) > 1 else p for p in prefixes]
+        self.fed = [len(p) for p in self.pending]  # history ids in the cache (once it is filled)
 
     def select(self, rows: torch.Tensor) -> None:
-        self.state.select(rows)
+        if self.state is None:
+            self.pending = [self.pending[int(r)] for r in rows]
+        else:
+            self.state.select(rows)
         self.fed = [self.fed[int(r)] for r in rows]
 
     def propose(self, history, gammas, args, seed, sample, step):
@@ -136,14 +139,16 @@ class ModelDrafter:
         sat out cost one forward over the backlog, not one per token.
         """
         G = max(gammas)
+        if self.state is None:
+            self.state, _ = self.engine.prefill_shared(self.pending)
+            self.forwards += 1
         feed = [h[f:] for h, f in zip(history, self.fed)]
         width = max(len(f) for f in feed)
         dev = self.engine.device
         tokens = torch.tensor([f + [0] * (width - len(f)) for f in feed], device=dev)
         valid = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in feed], device=dev)
-        logits = self.engine.decode_step(self.state, tokens, valid)  # (B, width, V_d)
-        self.forwards += 1
-        last = logits[torch.arange(len(feed), device=dev), valid.sum(-1) - 1]  # (B, V_d): after the last fed id
+        last = self.engine.decode_step(self.state, tokens, valid, last_only=True)[:, 0]  # (B, V_d): after the
+        self.forwards += 1  # last fed id of each row
         drafts, qs = [], []
         for k in range(G):
             lg = self._widen(last)
