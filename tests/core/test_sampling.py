@@ -80,3 +80,11 @@ def test_noise_is_the_textbook_hash_bit_for_bit():
                 assert float(got[b, k]) == (float(bits) + 0.5) / float(1 << 53), (stream, b, k)
     u = counter_uniform(seeds, seq, pos, 49152)
     assert torch.equal(gumbel_noise(seeds, seq, pos, 49152), (-torch.log(-torch.log(u))).to(torch.float32))
+
+
+def test_greedy_gives_bf16_argmax_including_the_first_of_tied_maxima():
+    from trlm.core.sampling import greedy
+
+    logits = torch.randn(4, 1000, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    logits[1, 10] = logits[1, 900] = 50.0  # a tie: the first index wins, as argmax gives
+    assert torch.equal(greedy(logits), logits.argmax(-1)) and int(greedy(logits)[1]) == 10

@@ -99,6 +99,11 @@ def _packable(dtype: torch.dtype, device: torch.device) -> bool:
             and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def _version(t: torch.Tensor) -> int | None:
+    """A tensor's in-place-write counter (None for an inference tensor, which keeps none)."""
+    return None if t.is_inference() else t._version
+
+
 class _Linear:
     """Weights as the step reads them: several modules' weights stacked into one product (q, k, v; gate, up),
     prepacked for oneDNN in bf16 on a CPU, else ``F.linear``. A stacked product gives each output the same bits
@@ -109,7 +114,7 @@ class _Linear:
     def __init__(self, modules: list[torch.nn.Linear], pack: bool):
         self.sources = [m.weight for m in modules]
         self.in_features = modules[0].in_features
-        self.versions = [w._version for w in self.sources]
+        self.versions = [_version(w) for w in self.sources]
         with torch.no_grad():
             stack = len(modules) > 1
             self.weight = torch.cat([m.weight for m in modules]) if stack else modules[0].weight
@@ -127,7 +132,7 @@ class _Linear:
         return y.reshape(*shape[:-1], y.shape[-1])
 
     def stale(self) -> bool:
-        return any(w._version != v for w, v in zip(self.sources, self.versions))
+        return any(_version(w) != v for w, v in zip(self.sources, self.versions))
 
 
 def unsupported(model: torch.nn.Module) -> str | None:

@@ -107,6 +107,12 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
+def greedy(logits: torch.Tensor) -> torch.Tensor:
+    """The argmax token of each row (B, V) -> (B,): the first of equal maxima, as ``argmax`` gives. In float32
+    (an exact copy of bf16 logits, so the same token), where a CPU's argmax runs twice as fast as in bf16."""
+    return logits.float().argmax(-1)
+
+
 def sample_next(
     logits: torch.Tensor,
     *,
@@ -119,7 +125,7 @@ def sample_next(
 ) -> torch.Tensor:
     """Next token ids (B,) from logits (B, V). ``temperature == 0`` is greedy. ``seed``: int or (B,) int64."""
     if temperature == 0:
-        return logits.argmax(-1)
+        return greedy(logits)
     filtered = filter_logits(logits, top_k, top_p) / temperature
     g = gumbel_noise(seed, seq, pos, logits.shape[-1]).to(filtered.device)
     return (filtered + g).argmax(-1)
@@ -187,7 +193,7 @@ def wmh_sample_logits(logits: torch.Tensor, *, seed: int | torch.Tensor, seq: to
     logits (B, V) -> tokens (B,); temperature 0 is greedy argmax (same as ``sample_next``).
     """
     if temperature == 0:
-        return logits.argmax(-1)
+        return greedy(logits)
     probs = (filter_logits(logits, top_k, top_p) / temperature).to(torch.float64).softmax(-1)  # (B, V)
     return wmh_sample(probs, seed=seed, seq=seq, pos=pos, **wmh_kw)
 
@@ -195,5 +201,5 @@ def wmh_sample_logits(logits: torch.Tensor, *, seed: int | torch.Tensor, seq: to
 def sampling_probs(logits: torch.Tensor, args) -> torch.Tensor:
     """The distribution the coupled sampler draws from: softmax(filter(logits) / T) in float64 (one-hot at T=0)."""
     if args.temperature == 0:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(torch.float64)
+        return torch.nn.functional.one_hot(greedy(logits), logits.shape[-1]).to(torch.float64)
     return (filter_logits(logits, args.top_k, args.top_p) / args.temperature).to(torch.float64).softmax(-1)

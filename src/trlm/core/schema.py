@@ -78,7 +78,7 @@ class DecodeState:
     Rows are left-padded: ``mask`` is 0 at padding, so every row's real tokens end at the same column.
     """
 
-    cache: object  # a transformers Cache over every row
+    cache: object  # every row's keys and values: core.fastdecode.KVBuffers (the fast step) or a transformers Cache
     mask: torch.Tensor  # (B, T) 1 where a cached position holds a real token
     next_pos: torch.Tensor  # (B,) position id of each row's next token
 

@@ -43,7 +43,8 @@ def generate_cmd(
     sampler: str = typer.Option(_G.sampler, help="gumbel (Gumbel-max) or wmh (Weighted MinHash)."),
     speculative: Optional[str] = typer.Option(None, help="Speculative decoding with this drafter: ngram, ngram:N, "
                                               "early-exit:K or a model name/path (same tokenizer and token order)."),
-    gamma: int = typer.Option(4, help="Draft length (adapted per row after accepts / rejections)."),
+    gamma: int = typer.Option(4, help="Starting draft length (then one length per batch, from measured round "
+                              "times and acceptance)."),
     scheme: Optional[str] = typer.Option(None, help="gumbel or wmh (drafter-invariant: the same text as without "
                                          "--speculative with that --sampler) or leviathan (ratio test). "
                                          "Default: --sampler."),
@@ -105,7 +106,7 @@ def bench_speculative_cmd(
     drafters: str = typer.Option("ngram,early-exit:8", help="Comma-separated drafters: ngram, ngram:N, "
                                  "early-exit:K, or a model name/path."),
     schemes: str = typer.Option("gumbel,wmh,leviathan", help="Comma-separated: gumbel, wmh, leviathan."),
-    gamma: int = typer.Option(4, help="Draft length (adaptive per row)."),
+    gamma: int = typer.Option(4, help="Starting draft length (then adapted per batch)."),
     max_new_tokens: int = typer.Option(64, help="New tokens per output."),
     hf_peers: bool = typer.Option(True, help="Also time Hugging Face generate (greedy, prompt lookup, assisted)."),
 ):
