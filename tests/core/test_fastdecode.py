@@ -12,6 +12,15 @@ from trlm.core.schema import GenArgs
 PROMPTS = ["Write a poem about the sea and the sky.", "Hi", "Explain quantum computing in simple words, please."]
 
 
+def modules_generate(eng: Engine, prompts, args) -> list:
+    """``eng.generate`` through the model's modules (the fast step off for this call)."""
+    eng.fast_decode = False
+    try:
+        return eng.generate(prompts, args)
+    finally:
+        eng.fast_decode = True
+
+
 def _steps(eng: Engine, fast: bool, seqs: list[list[int]]) -> list[torch.Tensor]:
     """Logits of a scripted decode: 4 one-token steps, a 3-token verify step with a ragged last row, a rollback
     (keep_tail) to 2 / 1 tokens, a row selection that drops and reorders rows, then 4 more steps."""
@@ -57,13 +66,7 @@ def test_generation_is_identical_with_and_without_the_fast_step(smol):
     prompts = [smol.chat_prompt(p) for p in PROMPTS]
     for args in (GenArgs(max_new_tokens=80, temperature=0),  # 80 > the buffers' 64 spare columns: they grow
                  GenArgs(max_new_tokens=24, temperature=0.8, top_p=0.9, n=2, seed=3, stop=(".",))):
-        fast = smol.generate(prompts, args)
-        smol.fast_decode = False
-        try:
-            modules = smol.generate(prompts, args)
-        finally:
-            smol.fast_decode = True
-        assert fast == modules
+        assert smol.generate(prompts, args) == modules_generate(smol, prompts, args)
 
 
 def test_a_steering_hook_on_a_decoder_block_runs_in_the_fast_step(smol):
@@ -76,11 +79,7 @@ def test_a_steering_hook_on_a_decoder_block_runs_in_the_fast_step(smol):
     with steer(smol.model, {10: Additive(w, 8.0)}):
         assert smol._fast_decoder() is not None  # a decoder-block forward hook keeps the fast step
         steered = smol.generate(prompt, args)
-        smol.fast_decode = False
-        try:
-            steered_modules = smol.generate(prompt, args)
-        finally:
-            smol.fast_decode = True
+        steered_modules = modules_generate(smol, prompt, args)
     assert steered == steered_modules and steered != plain
 
 
@@ -97,7 +96,7 @@ def test_any_other_hook_sends_the_batch_down_the_module_path(smol):
     assert smol._fast_decoder() is not None
 
 
-def test_weights_changed_in_place_are_read_again(tiny_forward_dir):
+def test_weights_changed_in_place_or_replaced_are_read_again(tiny_forward_dir):
     eng = Engine.load(str(tiny_forward_dir), dtype="float32")
     prompt = ["The quick brown fox"]
     args = GenArgs(max_new_tokens=16, temperature=0.9, seed=1)
@@ -106,9 +105,10 @@ def test_weights_changed_in_place_are_read_again(tiny_forward_dir):
         for block in eng.model.model.layers:
             block.self_attn.k_proj.weight.mul_(-3.0)
             block.mlp.up_proj.weight.add_(0.5)
-    fast = eng.generate(prompt, args)
-    eng.fast_decode = False
-    assert fast == eng.generate(prompt, args)
+    assert eng.generate(prompt, args) == modules_generate(eng, prompt, args)
+    down = eng.model.model.layers[1].mlp.down_proj
+    down.weight = torch.nn.Parameter(torch.randn_like(down.weight))  # a new tensor, not an in-place write
+    assert eng.generate(prompt, args) == modules_generate(eng, prompt, args)
 
 
 def test_kv_buffers_grow_and_keep_their_contents():

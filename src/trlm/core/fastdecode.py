@@ -23,12 +23,8 @@ the batch down the module path, so a hook is never skipped.
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
-
-log = logging.getLogger(__name__)
 
 ARCHITECTURES = ("LlamaForCausalLM",)
 
@@ -109,10 +105,10 @@ class _Linear:
     prepacked for oneDNN in bf16 on a CPU, else ``F.linear``. A stacked product gives each output the same bits
     as its own module's (one dot product per output; tests)."""
 
-    __slots__ = ("sources", "versions", "weight", "bias", "packed", "in_features")
+    __slots__ = ("modules", "sources", "versions", "weight", "bias", "packed", "in_features")
 
     def __init__(self, modules: list[torch.nn.Linear], pack: bool):
-        self.sources = [m.weight for m in modules]
+        self.modules, self.sources = modules, [m.weight for m in modules]
         self.in_features = modules[0].in_features
         self.versions = [_version(w) for w in self.sources]
         with torch.no_grad():
@@ -132,7 +128,8 @@ class _Linear:
         return y.reshape(*shape[:-1], y.shape[-1])
 
     def stale(self) -> bool:
-        return any(_version(w) != v for w, v in zip(self.sources, self.versions))
+        """Whether a module's weight was written in place or replaced since the copy was made."""
+        return any(m.weight is not w or _version(w) != v for m, w, v in zip(self.modules, self.sources, self.versions))
 
 
 def unsupported(model: torch.nn.Module) -> str | None:
