@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from trlm.core.checkpoint import ModelError
 from trlm.core.ranking import rank_by_score
 from trlm.core.schema import Request as ScoreReq
+from trlm.serve import openai_schemas as O
 from trlm.serve import schemas as S
 from trlm.serve.batching import Batcher, QueueFull
 from trlm.serve.routes import Api, ClientError, add_routes
@@ -278,20 +279,20 @@ def create_app(config: ServeConfig = ServeConfig(), service: Service | None = No
             service.metrics.set("trlm_queue_depth", b.depth, {"batcher": name})
         return PlainTextResponse(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models", response_model=S.ModelList)
+    @app.get("/v1/models", response_model=O.ModelList)
     async def models():
-        cards = [S.ModelCard(id=n, kind="scorer", routes=["/v1/rerank", "/v2/rerank"]) for n in service.scorers]
+        cards = [O.ModelCard(id=n, kind="scorer", routes=["/v1/rerank", "/v2/rerank"]) for n in service.scorers]
         gen_routes = ["/v1/completions", "/v1/chat/completions", "/v1/score"] + (
             ["/v1/guard"] if service.defense is not None else [])
-        cards.append(S.ModelCard(id=service.model_name, kind="generator", routes=gen_routes))
+        cards.append(O.ModelCard(id=service.model_name, kind="generator", routes=gen_routes))
         for n in service.cite_scorers:
             card = next((c for c in cards if c.id == n), None)
             if card is None:
-                cards.append(S.ModelCard(id=n, kind="scorer", routes=["/v1/cite"]))
+                cards.append(O.ModelCard(id=n, kind="scorer", routes=["/v1/cite"]))
             else:
                 card.routes.append("/v1/cite")
-        cards += [S.ModelCard(id=n, kind="checker", routes=["/v1/factcheck"]) for n in service.checkers]
-        return S.ModelList(data=cards)
+        cards += [O.ModelCard(id=n, kind="checker", routes=["/v1/factcheck"]) for n in service.checkers]
+        return O.ModelList(data=cards)
 
     async def rerank(body: S.RerankRequest, request: Request, version: str) -> S.RerankResponse:
         texts = body.texts()

@@ -23,6 +23,7 @@ from fastapi.responses import StreamingResponse
 from trlm.core.checkpoint import ModelError
 from trlm.core.llm import as_messages
 from trlm.core.schema import GenArgs
+from trlm.serve import openai_schemas as O
 from trlm.serve import schemas as S
 from trlm.serve.generate import GenJob, TextDelta, resolve_steer
 from trlm.serve.systems import CiteJob, FactcheckJob
@@ -74,7 +75,7 @@ def add_routes(app, api: Api) -> None:
         model = api.check_model(body.model)
         api.too_many("n", len(prompts) * body.n, config.max_prompts, "completions (prompts x n)")
         field = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
-        max_tokens = min(S.DEFAULT_MAX_TOKENS, config.max_new_tokens) if body.max_tokens is None else body.max_tokens
+        max_tokens = min(O.DEFAULT_MAX_TOKENS, config.max_new_tokens) if body.max_tokens is None else body.max_tokens
         if max_tokens > config.max_new_tokens:
             raise ClientError(422, f"field '{field}': {max_tokens} is above this server's limit of "
                               f"{config.max_new_tokens}")
@@ -92,9 +93,9 @@ def add_routes(app, api: Api) -> None:
         tokens = sum(_estimate_tokens(p) + max_tokens for p in prompts) * body.n
         return model, GenJob(tuple(prompts), args, tuple(body.seed for _ in prompts), steer), tokens
 
-    def usage(out) -> S.Usage:
+    def usage(out) -> O.Usage:
         done = sum(g.num_tokens for gs in out.generations for g in gs)
-        return S.Usage(prompt_tokens=out.prompt_tokens, completion_tokens=done, total_tokens=out.prompt_tokens + done)
+        return O.Usage(prompt_tokens=out.prompt_tokens, completion_tokens=done, total_tokens=out.prompt_tokens + done)
 
     async def stream(request: Request, body, prompts: list[str], chat: bool):
         """Submit a streamed job; once its first piece is decoded, answer with the event stream."""
@@ -172,8 +173,8 @@ def add_routes(app, api: Api) -> None:
         return StreamingResponse(events_out(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.post("/v1/completions", response_model=S.CompletionResponse, responses=SSE)
-    async def completions(body: S.CompletionRequest, request: Request):
+    @app.post("/v1/completions", response_model=O.CompletionResponse, responses=SSE)
+    async def completions(body: O.CompletionRequest, request: Request):
         prompts = body.prompts()
         if not prompts:
             raise ClientError(422, "field 'prompt': at least one prompt is needed")
@@ -181,13 +182,13 @@ def add_routes(app, api: Api) -> None:
             return await stream(request, body, prompts, chat=False)
         model, job, tokens = job_for(body, prompts)
         out = await api.submit(request, service.batchers["generate"], job, tokens)
-        choices = [S.CompletionChoice(index=i * body.n + j, text=g.text, finish_reason=_finish(g.finish_reason))
+        choices = [O.CompletionChoice(index=i * body.n + j, text=g.text, finish_reason=_finish(g.finish_reason))
                    for i, gs in enumerate(out.generations) for j, g in enumerate(gs)]
-        return S.CompletionResponse(id=f"cmpl-{api.rid(request)}", created=int(time.time()), model=model,
+        return O.CompletionResponse(id=f"cmpl-{api.rid(request)}", created=int(time.time()), model=model,
                                     choices=choices, usage=usage(out))
 
-    @app.post("/v1/chat/completions", response_model=S.ChatResponse, responses=SSE)
-    async def chat(body: S.ChatRequest, request: Request):
+    @app.post("/v1/chat/completions", response_model=O.ChatResponse, responses=SSE)
+    async def chat(body: O.ChatRequest, request: Request):
         try:
             prompt = service.engine.render_chat(as_messages([m.model_dump(include={"role", "content"})
                                                              for m in body.messages]))
@@ -197,9 +198,9 @@ def add_routes(app, api: Api) -> None:
             return await stream(request, body, [prompt], chat=True)
         model, job, tokens = job_for(body, [prompt])
         out = await api.submit(request, service.batchers["generate"], job, tokens)
-        choices = [S.ChatChoice(index=j, message=S.ChatMessage(role="assistant", content=g.text.strip()),
+        choices = [O.ChatChoice(index=j, message=O.ChatMessage(role="assistant", content=g.text.strip()),
                                 finish_reason=_finish(g.finish_reason)) for j, g in enumerate(out.generations[0])]
-        return S.ChatResponse(id=f"chatcmpl-{api.rid(request)}", created=int(time.time()), model=model,
+        return O.ChatResponse(id=f"chatcmpl-{api.rid(request)}", created=int(time.time()), model=model,
                               choices=choices, usage=usage(out))
 
     # ------------------------------------------------------------------------------------------ factcheck, cite
