@@ -248,6 +248,7 @@ class FastDecoder:
         cache.reserve(n)
         half, H, Hkv, D = self.head_dim // 2, self.n_heads, self.n_kv, self.head_dim
         for i, (block, (wqkv, wo, wgu, wd)) in enumerate(zip(self.blocks, self.linears)):
+            block_in = h
             x = self._norm(h, block.input_layernorm.weight)
             qkv = wqkv(x).view(B, n, H + 2 * Hkv, D).transpose(1, 2)  # (B, heads, q, D)
             qk = qkv[:, :H + Hkv]  # rotary on queries and keys at once (elementwise: the same bits)
@@ -258,7 +259,7 @@ class FastDecoder:
             gate, up = wgu(self._norm(h, block.post_attention_layernorm.weight)).split(self.inter, -1)
             h = h + wd(F.silu(gate) * up)
             for hook in block._forward_hooks.values():  # steering: the block's output through its hooks
-                out = hook(block, (h,), h)
+                out = hook(block, (block_in,), h)  # (module, inputs, output), as nn.Module calls it
                 if out is not None:
                     h = out[0] if isinstance(out, tuple) else out
         cache.length += n
