@@ -135,3 +135,12 @@ def test_only_llama_architectures_with_sdpa_take_the_fast_step(smol):
     assert "is not one of" in unsupported(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="no fast decode step"):
         FastDecoder(torch.nn.Linear(2, 2))
+
+
+def test_prefill_shared_gives_every_row_what_its_own_prefill_gives(smol):
+    seqs = [smol.encode_prompt(p) for p in (PROMPTS[0], PROMPTS[2], PROMPTS[0], PROMPTS[0])]
+    shared, last_shared = smol.prefill_shared(seqs)
+    each, last_each = smol.prefill(seqs)
+    assert torch.equal(last_shared, last_each)
+    tok = last_each.argmax(-1)[:, None]
+    assert torch.equal(smol.decode_step(shared, tok), smol.decode_step(each, tok))

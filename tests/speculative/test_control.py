@@ -55,6 +55,9 @@ def test_one_draft_length_serves_the_whole_batch():
     assert batch_draft_length(betas, cost=0.3, longest=8) == 0
     assert batch_draft_length([0.95] * 8, cost=0.3, longest=8) > 0
     assert batch_draft_length([0.7], cost=0.1, longest=8) == draft_length(0.7, 4, 0.1, longest=8)
+    # rows that rarely have a draft at all (an n-gram drafter without a match) gain nothing from a wide verify
+    assert batch_draft_length([0.9] * 4, cost=0.2, longest=8) > 0
+    assert batch_draft_length([0.9] * 4, cost=0.2, longest=8, avail=[0.05] * 4) == 0
     ctl = BatchControl(k=4, longest=8)  # rows that leave the batch no longer count
     for _ in range(5):
         ctl.update([0, 1], [0, 4], [4, 4], cost=0.25)
