@@ -282,8 +282,9 @@ class Engine(BaseEngine):
         sample = torch.tensor([it.sample for it in batch], dtype=torch.long, device=self.device)
         rows = [GenRow(self, args, d) for _ in batch]
         for step in range(args.max_new_tokens):
+            logits = logits.float()  # once: the sampler and the log-prob both read float32 (the same bits)
             tok = self.sample(logits, args, seed, sample, torch.full((B,), step, dtype=torch.long, device=self.device))
-            tok_lp = logits.float().log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
+            tok_lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
             for row, t, lp in zip(rows, tok.tolist(), tok_lp.tolist()):
                 row.commit(t, lp)
             if all(r.reason is not None for r in rows):

@@ -88,9 +88,10 @@ def decode_batch(eng, batch: Sequence, args: GenArgs, d: str, plans: Sequence[Ro
         seed = torch.tensor([batch[b].seed for b in alive], dtype=torch.long, device=dev)
         sample = torch.tensor([batch[b].sample for b in alive], dtype=torch.long, device=dev)
         for step in range(args.max_new_tokens):
+            logits = logits.float()  # once: the sampler and the log-prob both read float32 (the same bits)
             tok = eng.sample(logits, args, seed, sample, torch.full((len(alive),), step, dtype=torch.long,
                                                                      device=dev))
-            tok_lp = logits.float().log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
+            tok_lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
             for b, t, lp in zip(alive, tok.tolist(), tok_lp.tolist()):
                 rows[b].commit(t, lp)
                 if plans[b].on_text is not None:

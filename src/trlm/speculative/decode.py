@@ -197,11 +197,12 @@ def _run_batch(target: "Engine", drafter: Drafter, batch, args: GenArgs, d: str,
         t0 = time.perf_counter()
         # 1. the target's own sample for step s (the previous round's correction or bonus token)
         step = torch.tensor([rows[r].step for r in alive], device=dev)
+        L = L.float()  # once: the sampler and the log-prob both read float32 (the same bits)
         y0 = target.sample(L, args, seed, sample, step)
         for i, r in enumerate(alive):
             if r in forced:
                 y0[i] = forced.pop(r)
-        lp0 = L.float().log_softmax(-1).gather(-1, y0[:, None])[:, 0]
+        lp0 = L.log_softmax(-1).gather(-1, y0[:, None])[:, 0]
         for i, r in enumerate(alive):
             committed = rows[r].commit(int(y0[i]), float(lp0[i]))
             stats.target_samples += committed
